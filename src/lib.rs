@@ -1,0 +1,4 @@
+//! Sesame: a credit-scoring service. One data path, one home per stage:
+//! raw tables → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` → `service` / `batch` / `eval`.
+
+pub mod domain;
