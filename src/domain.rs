@@ -71,7 +71,9 @@ impl std::fmt::Display for FeatureValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FeatureValue::Missing => write!(f, "missing"),
-            FeatureValue::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => write!(f, "{}", *v as i64),
+            FeatureValue::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => {
+                write!(f, "{}", *v as i64)
+            }
             FeatureValue::Num(v) => write!(f, "{v:.4}"),
             FeatureValue::Cat(s) => write!(f, "{s}"),
         }
@@ -154,14 +156,19 @@ impl Dataset {
                 .map(|c| FeatureColumn {
                     meta: c.meta.clone(),
                     values: match &c.values {
-                        ColumnValues::Numeric(v) => ColumnValues::Numeric(idx.iter().map(|&i| v[i]).collect()),
+                        ColumnValues::Numeric(v) => {
+                            ColumnValues::Numeric(idx.iter().map(|&i| v[i]).collect())
+                        }
                         ColumnValues::Categorical(v) => {
                             ColumnValues::Categorical(idx.iter().map(|&i| v[i].clone()).collect())
                         }
                     },
                 })
                 .collect(),
-            target: self.target.as_ref().map(|t| idx.iter().map(|&i| t[i]).collect()),
+            target: self
+                .target
+                .as_ref()
+                .map(|t| idx.iter().map(|&i| t[i]).collect()),
         }
     }
 }
@@ -178,7 +185,13 @@ pub enum Band {
 }
 
 impl Band {
-    pub const ALL: [Band; 5] = [Band::Poor, Band::Fair, Band::Good, Band::VeryGood, Band::Excellent];
+    pub const ALL: [Band; 5] = [
+        Band::Poor,
+        Band::Fair,
+        Band::Good,
+        Band::VeryGood,
+        Band::Excellent,
+    ];
 
     /// Band of a score already clamped to 350–950.
     pub fn of(score: i32) -> Band {

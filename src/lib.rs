@@ -2,3 +2,5 @@
 //! raw tables → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` → `service` / `batch` / `eval`.
 
 pub mod domain;
+pub mod features;
+pub mod io;

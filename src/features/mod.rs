@@ -1,0 +1,74 @@
+//! Feature pipelines: a pipeline file compiled to polars lazy plans, run for a whole population
+//! (batch, training) or for a few users (online) through the same code.
+
+pub mod cli;
+pub mod pipeline;
+pub mod spec;
+
+use polars::prelude::*;
+
+use crate::domain::{ColumnValues, Dataset, FeatureColumn};
+
+pub use pipeline::{Pipeline, Tables};
+pub use spec::{FeatureType, PipelineSpec};
+
+/// Errors of the feature layer. `Spec` names the feature at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    #[error("pipeline file: {0}")]
+    Parse(String),
+    #[error("feature '{feature}': {message}")]
+    Spec { feature: String, message: String },
+    #[error("data: {0}")]
+    Data(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Converts a feature table (key column + features, as [`Pipeline::compute`] writes it) into the
+/// model's in-memory form. Features keep the pipeline's order and metadata.
+pub fn to_dataset(df: &DataFrame, spec: &PipelineSpec) -> Result<Dataset, FeatureError> {
+    let key = spec.key.as_str();
+    let ids = match df.column(key) {
+        Ok(c) => string_values(c)?
+            .into_iter()
+            .map(|v| v.unwrap_or_default())
+            .collect(),
+        Err(_) => (0..df.height()).map(|i| i.to_string()).collect(),
+    };
+    let mut columns = Vec::with_capacity(spec.features.len());
+    for f in &spec.features {
+        let c = df.column(f.meta.name.as_str()).map_err(|_| {
+            FeatureError::Data(format!("feature table lacks column '{}'", f.meta.name))
+        })?;
+        let values = match f.ftype {
+            FeatureType::Category => ColumnValues::Categorical(string_values(c)?),
+            FeatureType::Int | FeatureType::Float => ColumnValues::Numeric(float_values(c)?),
+        };
+        columns.push(FeatureColumn {
+            meta: f.meta.clone(),
+            values,
+        });
+    }
+    Ok(Dataset {
+        ids,
+        columns,
+        target: None,
+    })
+}
+
+fn string_values(c: &Column) -> Result<Vec<Option<String>>, FeatureError> {
+    let s = c
+        .cast(&DataType::String)
+        .map_err(|e| FeatureError::Data(format!("column '{}': {e}", c.name())))?;
+    let ca = s.str().map_err(|e| FeatureError::Data(e.to_string()))?;
+    Ok(ca.iter().map(|v| v.map(str::to_string)).collect())
+}
+
+fn float_values(c: &Column) -> Result<Vec<Option<f64>>, FeatureError> {
+    let s = c
+        .cast(&DataType::Float64)
+        .map_err(|e| FeatureError::Data(format!("column '{}': {e}", c.name())))?;
+    let ca = s.f64().map_err(|e| FeatureError::Data(e.to_string()))?;
+    Ok(ca.iter().map(|v| v.filter(|x| x.is_finite())).collect())
+}

@@ -1,0 +1,900 @@
+//! Compiles a [`PipelineSpec`] to polars lazy plans and runs it — for a whole population (batch,
+//! training) or for a handful of users (online). Both go through [`Pipeline::compute`]: the online
+//! path only narrows the input tables to the users (and the neighbours they depend on) first, so
+//! there is exactly one implementation of every feature.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use super::spec::{
+    Agg, AttrTransform, Condition, Definition, Derive, Feature, FeatureType, Literal, Mode,
+    NeighborAgg, Op, PipelineSpec, Table,
+};
+use super::FeatureError;
+
+const AGE: &str = "__age_days";
+const NBR: &str = "__nbr";
+const MS_PER_DAY: f64 = 86_400_000.0;
+const DAYS_PER_MONTH: f64 = 30.4375;
+
+/// Raw tables by name, as lazy frames (scanned from Parquet, or in memory).
+#[derive(Clone, Default)]
+pub struct Tables {
+    frames: HashMap<String, LazyFrame>,
+}
+
+impl Tables {
+    /// Scans `<dir>/<file>` for the base table and every table the pipeline declares.
+    pub fn open_dir(spec: &PipelineSpec, dir: &Path) -> Result<Tables, FeatureError> {
+        let mut frames = HashMap::new();
+        let mut files = vec![(spec.base_table.clone(), spec.base_file.clone())];
+        files.extend(spec.tables.iter().map(|t| (t.name.clone(), t.file.clone())));
+        for (name, file) in files {
+            let path = dir.join(&file);
+            if !path.is_file() {
+                return Err(FeatureError::Data(format!(
+                    "table '{name}': {} not found",
+                    path.display()
+                )));
+            }
+            let p = path
+                .to_str()
+                .ok_or_else(|| FeatureError::Data(format!("non UTF-8 path {}", path.display())))?;
+            let lf = LazyFrame::scan_parquet(PlRefPath::new(p), ScanArgsParquet::default())
+                .map_err(|e| FeatureError::Data(format!("table '{name}': {e}")))?;
+            frames.insert(name, lf);
+        }
+        Ok(Tables { frames })
+    }
+
+    pub fn from_frames(frames: impl IntoIterator<Item = (String, DataFrame)>) -> Tables {
+        Tables {
+            frames: frames.into_iter().map(|(n, df)| (n, df.lazy())).collect(),
+        }
+    }
+
+    pub fn insert(&mut self, name: &str, df: DataFrame) {
+        self.frames.insert(name.to_string(), df.lazy());
+    }
+
+    pub fn get(&self, name: &str) -> Result<LazyFrame, FeatureError> {
+        self.frames
+            .get(name)
+            .cloned()
+            .ok_or_else(|| FeatureError::Data(format!("table '{name}' was not loaded")))
+    }
+
+    /// Materialises every table in memory (the online store keeps them so a request needs no I/O).
+    pub fn collect_all(&self) -> Result<Tables, FeatureError> {
+        let mut frames = HashMap::new();
+        for (n, lf) in &self.frames {
+            frames.insert(
+                n.clone(),
+                lf.clone()
+                    .collect()
+                    .map_err(|e| FeatureError::Data(format!("table '{n}': {e}")))?
+                    .lazy(),
+            );
+        }
+        Ok(Tables { frames })
+    }
+}
+
+/// A compiled pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub spec: PipelineSpec,
+}
+
+/// As-of instant in the units the tables use.
+#[derive(Clone, Copy)]
+struct AsOf {
+    days: i32,
+    ms: i64,
+}
+
+impl AsOf {
+    fn new(d: NaiveDate) -> AsOf {
+        let days = (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32;
+        AsOf {
+            days,
+            ms: days as i64 * 86_400_000,
+        }
+    }
+}
+
+fn data_err(feature: &str, e: impl std::fmt::Display) -> FeatureError {
+    FeatureError::Spec {
+        feature: feature.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn left_join(a: LazyFrame, b: LazyFrame, key: &str) -> LazyFrame {
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.maintain_order = MaintainOrderJoin::Left;
+    a.join(b, [col(key)], [col(key)], args)
+}
+
+fn inner_join(a: LazyFrame, b: LazyFrame, left: &str, right: &str) -> LazyFrame {
+    a.join(b, [col(left)], [col(right)], JoinArgs::new(JoinType::Inner))
+}
+
+impl Pipeline {
+    pub fn load(path: &Path) -> Result<Pipeline, FeatureError> {
+        Ok(Pipeline {
+            spec: PipelineSpec::load(path)?,
+        })
+    }
+
+    pub fn from_spec(spec: PipelineSpec) -> Pipeline {
+        Pipeline { spec }
+    }
+
+    pub fn hash(&self) -> &str {
+        self.spec.hash()
+    }
+
+    /// Features for every row of the base table, as of `as_of` (nothing at or after it is read).
+    /// Output: the key column, then the features in file order.
+    pub fn compute(&self, tables: &Tables, as_of: NaiveDate) -> Result<DataFrame, FeatureError> {
+        self.plan(tables, as_of)?
+            .collect()
+            .map_err(|e| FeatureError::Data(format!("pipeline '{}': {e}", self.spec.name)))
+    }
+
+    /// The online path: the same plan over the tables narrowed to `users` and the rows their
+    /// features depend on (neighbours, two-hop neighbours, users sharing a device). Rows come back
+    /// in the order of `users`; unknown users are absent.
+    pub fn compute_for_users(
+        &self,
+        tables: &Tables,
+        as_of: NaiveDate,
+        users: &[String],
+    ) -> Result<DataFrame, FeatureError> {
+        let key = self.spec.key.as_str();
+        let mut needed: BTreeSet<String> = users.iter().cloned().collect();
+        let asof = AsOf::new(as_of);
+
+        // Users whose own-rows features the requested users' graph features read.
+        let hops = self.spec.features.iter().map(|f| match f.def {
+            Definition::TwoHop { .. } => 2,
+            Definition::Neighbors { .. } => 1,
+            _ => 0,
+        });
+        let hops = hops.max().unwrap_or(0);
+        let edge_tables: Vec<&Table> = self
+            .spec
+            .tables
+            .iter()
+            .filter(|t| t.edges.is_some())
+            .collect();
+        for _ in 0..hops {
+            let mut next = needed.clone();
+            for t in &edge_tables {
+                let e = self
+                    .edge_frame(tables, t, asof)?
+                    .filter(col(key).is_in(lit(str_series(&needed)), false));
+                next.extend(collect_strings(e.select([col(NBR)]), NBR)?);
+            }
+            needed = next;
+        }
+        for f in &self.spec.features {
+            if let Definition::Shared { table, column, .. } = &f.def {
+                let t = self.table(table, &f.meta.name)?;
+                let rows = self.event_frame(tables, t, asof)?;
+                let mine: Vec<String> = users.to_vec();
+                let values = rows
+                    .clone()
+                    .filter(col(key).is_in(lit(str_series(&mine)), false))
+                    .select([col(column.as_str())]);
+                let sharers = rows.join(
+                    values,
+                    [col(column.as_str())],
+                    [col(column.as_str())],
+                    JoinArgs::new(JoinType::Semi),
+                );
+                needed.extend(collect_strings(sharers.select([col(key)]), key)?);
+            }
+        }
+
+        let set = lit(str_series(&needed));
+        let mut narrowed = Tables::default();
+        narrowed.frames.insert(
+            self.spec.base_table.clone(),
+            tables
+                .get(&self.spec.base_table)?
+                .filter(col(key).is_in(set.clone(), false)),
+        );
+        for t in &self.spec.tables {
+            let lf = tables.get(&t.name)?;
+            let lf = match &t.edges {
+                Some((from, to)) => lf.filter(
+                    col(from.as_str())
+                        .is_in(set.clone(), false)
+                        .or(col(to.as_str()).is_in(set.clone(), false)),
+                ),
+                None => lf.filter(col(key).is_in(set.clone(), false)),
+            };
+            narrowed.frames.insert(t.name.clone(), lf);
+        }
+        let computed = self.compute(&narrowed, as_of)?;
+        // Restore the caller's order (and drop the helper users).
+        let order = DataFrame::new(
+            users.len(),
+            vec![
+                Column::new(key.into(), users.to_vec()),
+                Column::new(
+                    "__order".into(),
+                    (0..users.len() as u32).collect::<Vec<_>>(),
+                ),
+            ],
+        )
+        .map_err(|e| FeatureError::Data(e.to_string()))?;
+        order
+            .lazy()
+            .join(
+                computed.lazy(),
+                [col(key)],
+                [col(key)],
+                JoinArgs::new(JoinType::Inner),
+            )
+            .sort(["__order"], Default::default())
+            .select([all().exclude_cols(["__order"]).as_expr()])
+            .collect()
+            .map_err(|e| FeatureError::Data(e.to_string()))
+    }
+
+    fn table<'a>(&'a self, name: &str, feature: &str) -> Result<&'a Table, FeatureError> {
+        self.spec
+            .table(name)
+            .ok_or_else(|| data_err(feature, format!("unknown table '{name}'")))
+    }
+
+    /// The lazy plan behind [`Pipeline::compute`].
+    pub fn plan(&self, tables: &Tables, as_of: NaiveDate) -> Result<LazyFrame, FeatureError> {
+        if self.spec.mode == Mode::Flat {
+            return self.flat_plan(tables);
+        }
+        let asof = AsOf::new(as_of);
+        let key = self.spec.key.as_str();
+        let base = tables.get(&self.spec.base_table)?;
+        let base_schema = schema_of(&base, &self.spec.base_table)?;
+        if base_schema.get(key).is_none() {
+            return Err(FeatureError::Data(format!(
+                "base table '{}' has no key column '{key}'",
+                self.spec.base_table
+            )));
+        }
+
+        // Stage 1a: attributes of the base table.
+        let mut select = vec![col(key)];
+        for f in &self.spec.features {
+            if let Definition::Attribute { column, transform } = &f.def {
+                let Some(dtype) = base_schema.get(column.as_str()) else {
+                    return Err(data_err(
+                        &f.meta.name,
+                        format!(
+                            "unknown column '{column}' in table '{}'",
+                            self.spec.base_table
+                        ),
+                    ));
+                };
+                let e = match transform {
+                    None => col(column.as_str()),
+                    Some(t) => {
+                        let days = age_days_expr(column, dtype, asof).ok_or_else(|| {
+                            data_err(
+                                &f.meta.name,
+                                format!(
+                                    "column '{column}' is {dtype}, not a date; cannot take {t:?}"
+                                ),
+                            )
+                        })?;
+                        match t {
+                            AttrTransform::DaysSince => days,
+                            AttrTransform::MonthsSince => days / lit(DAYS_PER_MONTH),
+                        }
+                    }
+                };
+                select.push(cast_to(e, f.ftype).alias(f.meta.name.as_str()));
+            }
+        }
+        let mut stage1 = base.select(select);
+
+        // Stage 1b: one group-by per table for all its aggregates.
+        for t in &self.spec.tables {
+            let feats: Vec<&Feature> = self
+                .spec
+                .features
+                .iter()
+                .filter(
+                    |f| matches!(&f.def, Definition::Aggregate { table, .. } if *table == t.name),
+                )
+                .collect();
+            if feats.is_empty() {
+                continue;
+            }
+            let rows = if t.edges.is_some() {
+                self.edge_frame(tables, t, asof)?
+            } else {
+                self.event_frame(tables, t, asof)?
+            };
+            let schema = schema_of(&rows, &t.name)?;
+            let mut aggs = Vec::new();
+            for f in feats {
+                aggs.push(aggregate_expr(f, t, &schema)?);
+            }
+            let grouped = rows.group_by([col(key)]).agg(aggs);
+            stage1 = left_join(stage1, grouped, key);
+        }
+
+        // Stage 1c: users sharing a value (a device) with the user.
+        for f in &self.spec.features {
+            if let Definition::Shared {
+                table,
+                column,
+                window_days,
+            } = &f.def
+            {
+                let t = self.table(table, &f.meta.name)?;
+                let rows = self.event_frame(tables, t, asof)?;
+                let schema = schema_of(&rows, table)?;
+                if schema.get(column.as_str()).is_none() {
+                    return Err(data_err(
+                        &f.meta.name,
+                        format!("unknown column '{column}' in table '{table}'"),
+                    ));
+                }
+                let mut rows = rows.filter(col(column.as_str()).is_not_null());
+                if let Some(w) = window_days {
+                    rows = rows.filter(col(AGE).lt_eq(lit(*w as f64)));
+                }
+                let pairs = rows
+                    .select([col(key), col(column.as_str())])
+                    .unique(None, UniqueKeepStrategy::Any);
+                let other = pairs
+                    .clone()
+                    .select([col(key).alias("__other"), col(column.as_str())]);
+                let counts = inner_join(pairs.clone(), other, column, column)
+                    .filter(col("__other").neq(col(key)))
+                    .group_by([col(key)])
+                    .agg([col("__other").n_unique().alias(f.meta.name.as_str())]);
+                // Users with rows but nobody sharing get 0; users with no rows stay missing.
+                let present = pairs
+                    .select([col(key)])
+                    .unique(None, UniqueKeepStrategy::Any);
+                let counts = left_join(present, counts, key).with_columns([cast_to(
+                    col(f.meta.name.as_str()).fill_null(lit(0u32)),
+                    f.ftype,
+                )]);
+                stage1 = left_join(stage1, counts, key);
+            }
+        }
+
+        // Stage 2 reads neighbours' stage-1 values: materialise stage 1 once.
+        let has_stage2 = self.spec.features.iter().any(|f| f.def.stage() == 2);
+        let mut full = stage1.clone();
+        if has_stage2 {
+            let stage1 = stage1.cache();
+            full = stage1.clone();
+            for f in &self.spec.features {
+                match &f.def {
+                    Definition::Neighbors {
+                        table,
+                        edge_kinds,
+                        agg,
+                        of,
+                        filter,
+                    } => {
+                        let t = self.table(table, &f.meta.name)?;
+                        let edges = self.followed_edges(tables, t, asof, edge_kinds)?;
+                        let needed =
+                            neighbor_columns(of.iter().chain(filter.iter().map(|c| &c.column)));
+                        let nbr_vals =
+                            self.neighbor_values(&stage1, &base_schema, &f.meta.name, &needed)?;
+                        let joined = left_join_on(edges, nbr_vals, NBR, NBR);
+                        let schema = schema_of(&joined, table)?;
+                        let mask = conditions_mask(&f.meta.name, filter, &schema)?;
+                        let value = || {
+                            of.as_deref()
+                                .map(|o| col(o).cast(DataType::Float64).filter(mask.clone()))
+                        };
+                        let e = match agg {
+                            NeighborAgg::Count => mask.clone().cast(DataType::Int64).sum(),
+                            NeighborAgg::Share => mask.clone().cast(DataType::Float64).mean(),
+                            NeighborAgg::Mean => value().map(|v| v.mean()).unwrap_or(lit(NULL)),
+                            NeighborAgg::Max => value().map(|v| v.max()).unwrap_or(lit(NULL)),
+                            NeighborAgg::Sum => value().map(|v| v.sum()).unwrap_or(lit(NULL)),
+                        };
+                        let grouped = joined
+                            .group_by([col(key)])
+                            .agg([cast_to(e, f.ftype).alias(f.meta.name.as_str())]);
+                        full = left_join(full, grouped, key);
+                    }
+                    Definition::TwoHop {
+                        table,
+                        edge_kinds,
+                        filter,
+                    } => {
+                        let t = self.table(table, &f.meta.name)?;
+                        let edges = self.followed_edges(tables, t, asof, edge_kinds)?;
+                        let second = edges
+                            .clone()
+                            .select([col(key).alias("__mid"), col(NBR).alias("__far")]);
+                        let far = inner_join(
+                            edges.clone().select([col(key), col(NBR)]),
+                            second,
+                            NBR,
+                            "__mid",
+                        )
+                        .filter(col("__far").neq(col(key)))
+                        .select([col(key), col("__far").alias(NBR)])
+                        .unique(None, UniqueKeepStrategy::Any);
+                        let needed = neighbor_columns(filter.iter().map(|c| &c.column));
+                        let nbr_vals =
+                            self.neighbor_values(&stage1, &base_schema, &f.meta.name, &needed)?;
+                        let joined = left_join_on(far, nbr_vals, NBR, NBR);
+                        let schema = schema_of(&joined, table)?;
+                        let mask = conditions_mask(&f.meta.name, filter, &schema)?;
+                        let counted = joined
+                            .group_by([col(key)])
+                            .agg([mask.cast(DataType::Int64).sum().alias(f.meta.name.as_str())]);
+                        // Users with edges but no second hop count 0; users with no edges stay missing.
+                        let present = edges
+                            .select([col(key)])
+                            .unique(None, UniqueKeepStrategy::Any);
+                        let counted = left_join(present, counted, key).with_columns([cast_to(
+                            col(f.meta.name.as_str()).fill_null(lit(0i64)),
+                            f.ftype,
+                        )]);
+                        full = left_join(full, counted, key);
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        // Stage 3: ratios.
+        let ratios: Vec<Expr> = self
+            .spec
+            .features
+            .iter()
+            .filter_map(|f| match &f.def {
+                Definition::Ratio {
+                    numerator,
+                    denominator,
+                } => {
+                    let num = col(numerator.as_str()).cast(DataType::Float64);
+                    let den = col(denominator.as_str()).cast(DataType::Float64);
+                    Some(
+                        when(
+                            den.clone()
+                                .is_not_null()
+                                .and(den.clone().neq(lit(0.0)))
+                                .and(num.clone().is_not_null()),
+                        )
+                        .then(num / den)
+                        .otherwise(lit(NULL).cast(DataType::Float64))
+                        .alias(f.meta.name.as_str()),
+                    )
+                }
+                _ => None,
+            })
+            .collect();
+        if !ratios.is_empty() {
+            full = full.with_columns(ratios);
+        }
+
+        let mut out = vec![col(key)];
+        out.extend(
+            self.spec
+                .features
+                .iter()
+                .map(|f| cast_to(col(f.meta.name.as_str()), f.ftype)),
+        );
+        Ok(full.select(out))
+    }
+
+    /// Flat mode: the table already has one row per applicant; listed columns are typed and
+    /// passed through (all columns when none are listed).
+    fn flat_plan(&self, tables: &Tables) -> Result<LazyFrame, FeatureError> {
+        let base = tables.get(&self.spec.base_table)?;
+        let schema = schema_of(&base, &self.spec.base_table)?;
+        let key = self.spec.key.as_str();
+        let mut out = Vec::new();
+        if schema.get(key).is_some() {
+            out.push(col(key));
+        }
+        for f in &self.spec.features {
+            let Definition::Column { column } = &f.def else {
+                continue;
+            };
+            if schema.get(column.as_str()).is_none() {
+                return Err(data_err(
+                    &f.meta.name,
+                    format!(
+                        "unknown column '{column}' in table '{}'",
+                        self.spec.base_table
+                    ),
+                ));
+            }
+            out.push(cast_to(col(column.as_str()), f.ftype).alias(f.meta.name.as_str()));
+        }
+        Ok(base.select(out))
+    }
+
+    /// A table's rows before as-of, with the age column and the derived columns added.
+    fn event_frame(
+        &self,
+        tables: &Tables,
+        t: &Table,
+        asof: AsOf,
+    ) -> Result<LazyFrame, FeatureError> {
+        let lf = tables.get(&t.name)?;
+        let schema = schema_of(&lf, &t.name)?;
+        let mut lf = match &t.time {
+            Some(tc) => {
+                let dtype = schema.get(tc.as_str()).ok_or_else(|| {
+                    FeatureError::Data(format!("table '{}': time column '{tc}' not found", t.name))
+                })?;
+                let age = age_days_expr(tc, dtype, asof).ok_or_else(|| {
+                    FeatureError::Data(format!(
+                        "table '{}': time column '{tc}' is {dtype}, not a date/time",
+                        t.name
+                    ))
+                })?;
+                lf.with_columns([age.alias(AGE)])
+                    .filter(col(AGE).gt(lit(0.0)))
+            }
+            None => lf.with_columns([lit(0.0).alias(AGE)]),
+        };
+        for d in &t.derive {
+            let e = match d {
+                Derive::DaysPastDue { name, due, paid } => {
+                    for c in [due, paid] {
+                        if schema.get(c.as_str()).is_none() {
+                            return Err(data_err(
+                                name,
+                                format!("unknown column '{c}' in table '{}'", t.name),
+                            ));
+                        }
+                    }
+                    let due = col(due.as_str()).cast(DataType::Int32);
+                    let paid = col(paid.as_str()).cast(DataType::Int32);
+                    let now = lit(asof.days);
+                    // A payment on or after as-of was not known at as-of: the bill counts as unpaid.
+                    let paid_known = paid.clone().is_not_null().and(paid.clone().lt(now.clone()));
+                    let late_paid = paid - due.clone();
+                    let late_open = now.clone() - due.clone();
+                    when(paid_known)
+                        .then(
+                            when(late_paid.clone().gt(lit(0)))
+                                .then(late_paid)
+                                .otherwise(lit(0)),
+                        )
+                        .when(due.clone().lt(now))
+                        .then(late_open)
+                        .otherwise(lit(NULL).cast(DataType::Int32))
+                        .cast(DataType::Float64)
+                        .alias(name.as_str())
+                }
+                Derive::HourOfDay { name, column } => {
+                    let ms = col(column.as_str()).cast(DataType::Int64);
+                    let in_day = ms % lit(86_400_000i64);
+                    ((in_day.clone() - in_day % lit(3_600_000i64)) / lit(3_600_000i64))
+                        .cast(DataType::Float64)
+                        .alias(name.as_str())
+                }
+            };
+            lf = lf.with_columns([e]);
+        }
+        Ok(lf)
+    }
+
+    /// An undirected edge table seen from both ends: key, neighbour, and the other columns.
+    fn edge_frame(
+        &self,
+        tables: &Tables,
+        t: &Table,
+        asof: AsOf,
+    ) -> Result<LazyFrame, FeatureError> {
+        let Some((from, to)) = &t.edges else {
+            return Err(FeatureError::Data(format!(
+                "table '{}' is not an edge table",
+                t.name
+            )));
+        };
+        let key = self.spec.key.as_str();
+        let lf = self.event_frame(tables, t, asof)?;
+        let schema = schema_of(&lf, &t.name)?;
+        let rest: Vec<Expr> = schema
+            .iter_names()
+            .filter(|n| n.as_str() != from && n.as_str() != to)
+            .map(|n| col(n.clone()))
+            .collect();
+        let side = |a: &str, b: &str| {
+            let mut s = vec![col(a).alias(key), col(b).alias(NBR)];
+            s.extend(rest.iter().cloned());
+            lf.clone().select(s)
+        };
+        concat([side(from, to), side(to, from)], UnionArgs::default())
+            .map_err(|e| FeatureError::Data(format!("table '{}': {e}", t.name)))
+    }
+
+    fn followed_edges(
+        &self,
+        tables: &Tables,
+        t: &Table,
+        asof: AsOf,
+        kinds: &[String],
+    ) -> Result<LazyFrame, FeatureError> {
+        let edges = self.edge_frame(tables, t, asof)?;
+        Ok(if kinds.is_empty() {
+            edges
+        } else {
+            edges.filter(col("kind").is_in(lit(str_series(kinds)), false))
+        })
+    }
+
+    /// Stage-1 values of neighbours, keyed by `__nbr`, restricted to the needed columns.
+    fn neighbor_values(
+        &self,
+        stage1: &LazyFrame,
+        base_schema: &Schema,
+        feature: &str,
+        needed: &[String],
+    ) -> Result<LazyFrame, FeatureError> {
+        let key = self.spec.key.as_str();
+        let stage1_schema = schema_of(stage1, "stage 1")?;
+        let mut sel = vec![col(key).alias(NBR)];
+        for c in needed {
+            if stage1_schema.get(c.as_str()).is_none() {
+                let hint = if base_schema.get(c.as_str()).is_some() {
+                    " (declare it as an attribute feature)"
+                } else {
+                    ""
+                };
+                return Err(data_err(
+                    feature,
+                    format!("'{c}' is not a feature computed from the neighbour's own rows{hint}"),
+                ));
+            }
+            sel.push(col(c.as_str()));
+        }
+        let vals = stage1
+            .clone()
+            .select(sel)
+            .unique(None, UniqueKeepStrategy::Any);
+        Ok(vals)
+    }
+}
+
+fn left_join_on(a: LazyFrame, b: LazyFrame, left: &str, right: &str) -> LazyFrame {
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.maintain_order = MaintainOrderJoin::Left;
+    a.join(b, [col(left)], [col(right)], args)
+}
+
+fn neighbor_columns<'a>(it: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut v: Vec<String> = it.cloned().collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn schema_of(lf: &LazyFrame, table: &str) -> Result<Schema, FeatureError> {
+    lf.clone()
+        .collect_schema()
+        .map(|s| (*s).clone())
+        .map_err(|e| FeatureError::Data(format!("table '{table}': {e}")))
+}
+
+/// Days between a date/time column and as-of (positive = before as-of).
+fn age_days_expr(column: &str, dtype: &DataType, asof: AsOf) -> Option<Expr> {
+    match dtype {
+        DataType::Date => {
+            Some((lit(asof.days) - col(column).cast(DataType::Int32)).cast(DataType::Float64))
+        }
+        DataType::Datetime(unit, _) => {
+            let per_ms = match unit {
+                TimeUnit::Milliseconds => 1i64,
+                TimeUnit::Microseconds => 1_000,
+                TimeUnit::Nanoseconds => 1_000_000,
+            };
+            let ms = col(column).cast(DataType::Int64) / lit(per_ms);
+            Some((lit(asof.ms) - ms).cast(DataType::Float64) / lit(MS_PER_DAY))
+        }
+        _ => None,
+    }
+}
+
+fn cast_to(e: Expr, t: FeatureType) -> Expr {
+    match t {
+        FeatureType::Int => e.cast(DataType::Int64),
+        FeatureType::Float => e.cast(DataType::Float64),
+        FeatureType::Category => e.cast(DataType::String),
+    }
+}
+
+fn str_series<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> Series {
+    let v: Vec<String> = values.into_iter().map(|s| s.as_ref().to_string()).collect();
+    Series::new("".into(), v)
+}
+
+fn collect_strings(lf: LazyFrame, column: &str) -> Result<Vec<String>, FeatureError> {
+    let df = lf
+        .collect()
+        .map_err(|e| FeatureError::Data(e.to_string()))?;
+    let s = df
+        .column(column)
+        .map_err(|e| FeatureError::Data(e.to_string()))?;
+    let ca = s
+        .str()
+        .map_err(|e| FeatureError::Data(format!("column '{column}' must be a string key: {e}")))?;
+    Ok(ca.iter().flatten().map(|s| s.to_string()).collect())
+}
+
+fn aggregate_expr(f: &Feature, t: &Table, schema: &Schema) -> Result<Expr, FeatureError> {
+    let Definition::Aggregate {
+        column,
+        agg,
+        filter,
+        window_days,
+        ..
+    } = &f.def
+    else {
+        return Err(data_err(&f.meta.name, "not an aggregate"));
+    };
+    let name = f.meta.name.as_str();
+    if window_days.is_some() && t.time.is_none() {
+        return Err(data_err(
+            name,
+            format!("window_days needs a time column on table '{}'", t.name),
+        ));
+    }
+    let mut mask = conditions_mask(name, filter, schema)?;
+    if let Some(w) = window_days {
+        mask = mask.and(col(AGE).lt_eq(lit(*w as f64)));
+    }
+    let value = || -> Result<Expr, FeatureError> {
+        let c = column
+            .as_deref()
+            .ok_or_else(|| data_err(name, "needs 'column'"))?;
+        if schema.get(c).is_none() {
+            return Err(data_err(
+                name,
+                format!("unknown column '{c}' in table '{}'", t.name),
+            ));
+        }
+        Ok(col(c))
+    };
+    let e = match agg {
+        Agg::Count => mask.cast(DataType::Int64).sum(),
+        Agg::Sum => value()?.cast(DataType::Float64).filter(mask).sum(),
+        Agg::Mean => value()?.cast(DataType::Float64).filter(mask).mean(),
+        Agg::Max => value()?.cast(DataType::Float64).filter(mask).max(),
+        Agg::Min => value()?.cast(DataType::Float64).filter(mask).min(),
+        Agg::Std => value()?.cast(DataType::Float64).filter(mask).std(1),
+        Agg::NUnique => {
+            let v = value()?;
+            v.clone().filter(mask.and(v.is_not_null())).n_unique()
+        }
+        Agg::DaysSinceLast => col(AGE).filter(mask).min(),
+        Agg::DaysSinceFirst => col(AGE).filter(mask).max(),
+    };
+    Ok(cast_to(e, f.ftype).alias(name))
+}
+
+/// AND of the conditions; rows where a condition is null do not match. Starts from a column so
+/// that it is a per-row mask in a group-by context.
+fn conditions_mask(
+    feature: &str,
+    conditions: &[Condition],
+    schema: &Schema,
+) -> Result<Expr, FeatureError> {
+    let anchor = schema
+        .iter_names()
+        .next()
+        .cloned()
+        .ok_or_else(|| data_err(feature, "table has no columns"))?;
+    let mut mask = col(anchor.clone()).is_null().or(col(anchor).is_not_null());
+    for c in conditions {
+        let Some(dtype) = schema.get(c.column.as_str()) else {
+            return Err(data_err(
+                feature,
+                format!("unknown column '{}' in filter", c.column),
+            ));
+        };
+        let is_text = matches!(dtype, DataType::String);
+        let x = || col(c.column.as_str());
+        let num = || col(c.column.as_str()).cast(DataType::Float64);
+        let check_kind = |l: &Literal| -> Result<(), FeatureError> {
+            match (l, is_text) {
+                (Literal::Str(_), false) if !matches!(dtype, DataType::Categorical(..)) => {
+                    Err(data_err(
+                        feature,
+                        format!(
+                            "filter compares column '{}' ({dtype}) with a string",
+                            c.column
+                        ),
+                    ))
+                }
+                (Literal::Num(_), true) => Err(data_err(
+                    feature,
+                    format!("filter compares text column '{}' with a number", c.column),
+                )),
+                _ => Ok(()),
+            }
+        };
+        let lit_of = |l: &Literal| match l {
+            Literal::Str(s) => (x(), lit(s.clone())),
+            Literal::Num(v) => (num(), lit(*v)),
+            Literal::Bool(b) => (x(), lit(*b)),
+        };
+        let list = |items: &[Literal]| -> Result<(Expr, Series), FeatureError> {
+            for l in items {
+                check_kind(l)?;
+            }
+            if is_text {
+                let v: Vec<String> = items
+                    .iter()
+                    .map(|l| match l {
+                        Literal::Str(s) => s.clone(),
+                        Literal::Num(n) => n.to_string(),
+                        Literal::Bool(b) => b.to_string(),
+                    })
+                    .collect();
+                Ok((x(), Series::new("".into(), v)))
+            } else {
+                let v: Vec<f64> = items
+                    .iter()
+                    .map(|l| match l {
+                        Literal::Num(n) => *n,
+                        Literal::Bool(b) => f64::from(u8::from(*b)),
+                        Literal::Str(_) => f64::NAN,
+                    })
+                    .collect();
+                Ok((num(), Series::new("".into(), v)))
+            }
+        };
+        let cond = match &c.op {
+            Op::Eq(l) => {
+                check_kind(l)?;
+                let (a, b) = lit_of(l);
+                a.eq(b)
+            }
+            Op::Ne(l) => {
+                check_kind(l)?;
+                let (a, b) = lit_of(l);
+                a.neq(b)
+            }
+            Op::In(items) => {
+                let (a, s) = list(items)?;
+                a.is_in(lit(s), false)
+            }
+            Op::NotIn(items) => {
+                let (a, s) = list(items)?;
+                a.is_in(lit(s), false).not()
+            }
+            Op::Gt(v) | Op::Ge(v) | Op::Lt(v) | Op::Le(v) if is_text => {
+                let _ = v;
+                return Err(data_err(
+                    feature,
+                    format!("filter compares text column '{}' with a number", c.column),
+                ));
+            }
+            Op::Gt(v) => num().gt(lit(*v)),
+            Op::Ge(v) => num().gt_eq(lit(*v)),
+            Op::Lt(v) => num().lt(lit(*v)),
+            Op::Le(v) => num().lt_eq(lit(*v)),
+            Op::IsNull => x().is_null(),
+            Op::NotNull => x().is_not_null(),
+        };
+        mask = mask.and(cond.fill_null(lit(false)));
+    }
+    Ok(mask)
+}

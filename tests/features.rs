@@ -1,0 +1,526 @@
+//! Feature pipeline semantics on small hand-made tables: windows, missing values, as-of
+//! leakage, graph features, online/batch parity and the refusal of bad pipeline files.
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use sesame::features::{FeatureError, Pipeline, PipelineSpec, Tables};
+
+const AS_OF: (i32, u32, u32) = (2025, 12, 31);
+
+fn as_of() -> NaiveDate {
+    NaiveDate::from_ymd_opt(AS_OF.0, AS_OF.1, AS_OF.2).unwrap()
+}
+
+fn day(y: i32, m: u32, d: u32) -> i32 {
+    (NaiveDate::from_ymd_opt(y, m, d).unwrap() - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap())
+        .num_days() as i32
+}
+
+fn ms(y: i32, m: u32, d: u32, hour: i64) -> i64 {
+    day(y, m, d) as i64 * 86_400_000 + hour * 3_600_000
+}
+
+fn dates(name: &str, v: Vec<Option<i32>>) -> Column {
+    Column::new(name.into(), v).cast(&DataType::Date).unwrap()
+}
+
+fn times(name: &str, v: Vec<i64>) -> Column {
+    Column::new(name.into(), v)
+        .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+        .unwrap()
+}
+
+const PIPELINE: &str = r#"
+[pipeline]
+name = "test"
+version = "1"
+
+[tables.transactions]
+time = "ts"
+derive = [{ name = "dpd", kind = "days_past_due", due = "due_date", paid = "paid_date" }]
+
+[tables.behaviors]
+time = "ts"
+derive = [{ name = "hour", kind = "hour_of_day", column = "ts" }]
+
+[tables.relations]
+time = "since"
+edges = { from = "src", to = "dst" }
+
+[[feature]]
+name = "age"
+dimension = "identity"
+description = "Age"
+type = "int"
+kind = "attribute"
+column = "age"
+
+[[feature]]
+name = "tenure_days"
+dimension = "identity"
+description = "Days since sign-up"
+type = "float"
+kind = "attribute"
+column = "signup_date"
+transform = "days_since"
+
+[[feature]]
+name = "purchases_90d"
+dimension = "transaction"
+description = "Purchases in 90 days"
+type = "int"
+kind = "aggregate"
+table = "transactions"
+agg = "count"
+window_days = 90
+filter = [{ column = "kind", op = "eq", value = "purchase" }]
+
+[[feature]]
+name = "spend_90d"
+dimension = "transaction"
+description = "Spend in 90 days"
+type = "float"
+kind = "aggregate"
+table = "transactions"
+column = "amount"
+agg = "sum"
+window_days = 90
+filter = [{ column = "kind", op = "eq", value = "purchase" }]
+
+[[feature]]
+name = "dpd_max"
+dimension = "transaction"
+description = "Worst days past due"
+type = "float"
+kind = "aggregate"
+table = "transactions"
+column = "dpd"
+agg = "max"
+filter = [{ column = "kind", op = "in", value = ["loan_repayment", "utility_bill"] }]
+
+[[feature]]
+name = "late_count"
+dimension = "transaction"
+description = "Late bills"
+type = "int"
+kind = "aggregate"
+table = "transactions"
+agg = "count"
+filter = [{ column = "kind", op = "in", value = ["loan_repayment", "utility_bill"] }, { column = "dpd", op = "ge", value = 1 }]
+
+[[feature]]
+name = "bill_count"
+dimension = "transaction"
+description = "Bills"
+type = "int"
+kind = "aggregate"
+table = "transactions"
+agg = "count"
+filter = [{ column = "kind", op = "in", value = ["loan_repayment", "utility_bill"] }]
+
+[[feature]]
+name = "late_share"
+dimension = "transaction"
+description = "Late share"
+type = "float"
+kind = "ratio"
+numerator = "late_count"
+denominator = "bill_count"
+
+[[feature]]
+name = "night_logins"
+dimension = "behavior"
+description = "Night logins"
+type = "int"
+kind = "aggregate"
+table = "behaviors"
+agg = "count"
+filter = [{ column = "event", op = "eq", value = "login" }, { column = "hour", op = "lt", value = 6 }]
+
+[[feature]]
+name = "devices"
+dimension = "behavior"
+description = "Distinct devices"
+type = "int"
+kind = "aggregate"
+table = "behaviors"
+column = "device_id"
+agg = "n_unique"
+
+[[feature]]
+name = "days_since_login"
+dimension = "behavior"
+description = "Days since last login"
+type = "float"
+kind = "aggregate"
+table = "behaviors"
+agg = "days_since_last"
+filter = [{ column = "event", op = "eq", value = "login" }]
+
+[[feature]]
+name = "degree"
+dimension = "relationship"
+description = "Connections"
+type = "int"
+kind = "aggregate"
+table = "relations"
+agg = "count"
+
+[[feature]]
+name = "late_neighbors_share"
+dimension = "relationship"
+description = "Share of neighbours with a late bill"
+type = "float"
+kind = "neighbors"
+table = "relations"
+agg = "share"
+filter = [{ column = "late_count", op = "ge", value = 1 }]
+
+[[feature]]
+name = "neighbors_age_mean"
+dimension = "relationship"
+description = "Mean age of neighbours"
+type = "float"
+kind = "neighbors"
+table = "relations"
+agg = "mean"
+of = "age"
+
+[[feature]]
+name = "two_hop_late"
+dimension = "relationship"
+description = "Two-hop neighbours with a late bill"
+type = "int"
+kind = "two_hop"
+table = "relations"
+filter = [{ column = "late_count", op = "ge", value = 1 }]
+
+[[feature]]
+name = "device_sharers"
+dimension = "relationship"
+description = "Other users on my devices"
+type = "int"
+kind = "shared"
+table = "behaviors"
+column = "device_id"
+"#;
+
+/// Users a..e. a: a thorough history; b: transactions but no bills or purchases in window;
+/// c: nothing at all; d, e: graph neighbours of a (d is late), e shares a's device.
+fn tables(with_future_rows: bool) -> Tables {
+    let users = DataFrame::new(
+        5,
+        vec![
+            Column::new("user_id".into(), ["a", "b", "c", "d", "e"]),
+            Column::new("age".into(), [30i32, 40, 50, 20, 60]),
+            dates(
+                "signup_date",
+                vec![
+                    Some(day(2025, 12, 21)),
+                    Some(day(2024, 12, 31)),
+                    None,
+                    Some(day(2020, 1, 1)),
+                    Some(day(2021, 1, 1)),
+                ],
+            ),
+        ],
+    )
+    .unwrap();
+
+    let mut t_user = vec!["a", "a", "a", "a", "a", "b", "d"];
+    let mut t_ts = vec![
+        ms(2025, 12, 1, 12),  // purchase in window
+        ms(2025, 8, 1, 12),   // purchase outside 90 days
+        ms(2025, 12, 1, 12),  // bill due 12-01 paid 12-11: 10 days late
+        ms(2025, 12, 20, 12), // bill due 12-20 paid after as-of: unpaid at as-of → 11 days
+        ms(2025, 11, 1, 12),  // bill paid on time
+        ms(2025, 5, 1, 12),   // b: an old purchase only
+        ms(2025, 6, 1, 12),   // d: a bill 40 days late
+    ];
+    let mut t_kind = vec![
+        "purchase",
+        "purchase",
+        "utility_bill",
+        "loan_repayment",
+        "utility_bill",
+        "purchase",
+        "loan_repayment",
+    ];
+    let mut t_amount = vec![100.0, 50.0, 30.0, 500.0, 30.0, 70.0, 300.0];
+    let mut t_due = vec![
+        None,
+        None,
+        Some(day(2025, 12, 1)),
+        Some(day(2025, 12, 20)),
+        Some(day(2025, 11, 1)),
+        None,
+        Some(day(2025, 6, 1)),
+    ];
+    let mut t_paid = vec![
+        None,
+        None,
+        Some(day(2025, 12, 11)),
+        Some(day(2026, 1, 5)),
+        Some(day(2025, 10, 30)),
+        None,
+        Some(day(2025, 7, 11)),
+    ];
+    if with_future_rows {
+        // Rows at or after as-of must change nothing.
+        t_user.extend(["a", "b", "c", "a"]);
+        t_ts.extend([
+            ms(2025, 12, 31, 0),
+            ms(2026, 1, 2, 3),
+            ms(2026, 2, 1, 12),
+            ms(2026, 1, 15, 12),
+        ]);
+        t_kind.extend(["purchase", "utility_bill", "purchase", "loan_repayment"]);
+        t_amount.extend([999.0, 10.0, 5.0, 7.0]);
+        t_due.extend([None, Some(day(2026, 1, 2)), None, Some(day(2026, 1, 15))]);
+        t_paid.extend([None, None, None, Some(day(2026, 3, 1))]);
+    }
+    let n = t_user.len();
+    let transactions = DataFrame::new(
+        n,
+        vec![
+            Column::new("user_id".into(), t_user),
+            times("ts", t_ts),
+            Column::new("kind".into(), t_kind),
+            Column::new("amount".into(), t_amount),
+            dates("due_date", t_due),
+            dates("paid_date", t_paid),
+        ],
+    )
+    .unwrap();
+
+    let mut b_user = vec!["a", "a", "a", "e", "d"];
+    let mut b_ts = vec![
+        ms(2025, 12, 30, 2),
+        ms(2025, 12, 29, 14),
+        ms(2025, 11, 1, 3),
+        ms(2025, 10, 1, 10),
+        ms(2025, 10, 1, 10),
+    ];
+    let mut b_event = vec!["login", "login", "password_reset", "login", "login"];
+    let mut b_device = vec!["dev1", "dev2", "dev1", "dev1", "dev9"];
+    if with_future_rows {
+        b_user.extend(["a", "c"]);
+        b_ts.extend([ms(2026, 1, 1, 1), ms(2026, 1, 1, 1)]);
+        b_event.extend(["login", "login"]);
+        b_device.extend(["dev7", "dev1"]);
+    }
+    let n = b_user.len();
+    let behaviors = DataFrame::new(
+        n,
+        vec![
+            Column::new("user_id".into(), b_user),
+            times("ts", b_ts),
+            Column::new("event".into(), b_event),
+            Column::new("device_id".into(), b_device),
+        ],
+    )
+    .unwrap();
+
+    let mut src = vec!["a", "a", "d"];
+    let mut dst = vec!["d", "e", "b"];
+    let mut since = vec![
+        Some(day(2024, 1, 1)),
+        Some(day(2024, 1, 1)),
+        Some(day(2024, 1, 1)),
+    ];
+    if with_future_rows {
+        src.push("a");
+        dst.push("c");
+        since.push(Some(day(2026, 1, 1)));
+    }
+    let n = src.len();
+    let relations = DataFrame::new(
+        n,
+        vec![
+            Column::new("src".into(), src),
+            Column::new("dst".into(), dst),
+            Column::new("kind".into(), vec!["contact"; n]),
+            dates("since", since),
+        ],
+    )
+    .unwrap();
+
+    Tables::from_frames([
+        ("users".to_string(), users),
+        ("transactions".to_string(), transactions),
+        ("behaviors".to_string(), behaviors),
+        ("relations".to_string(), relations),
+    ])
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline::from_spec(PipelineSpec::from_toml(PIPELINE).expect("test pipeline is valid"))
+}
+
+fn value(df: &DataFrame, user: &str, feature: &str) -> Option<f64> {
+    let ids = df.column("user_id").unwrap().str().unwrap().clone();
+    let row = ids
+        .iter()
+        .position(|v| v == Some(user))
+        .expect("user present");
+    let c = df
+        .column(feature)
+        .unwrap()
+        .cast(&DataType::Float64)
+        .unwrap();
+    c.f64().unwrap().get(row)
+}
+
+#[test]
+fn windows_dpd_and_missing_values_follow_the_spec() {
+    let df = pipeline().compute(&tables(false), as_of()).unwrap();
+    assert_eq!(df.height(), 5);
+    // a: one purchase in 90 days (the August one is outside), spend 100.
+    assert_eq!(value(&df, "a", "purchases_90d"), Some(1.0));
+    assert_eq!(value(&df, "a", "spend_90d"), Some(100.0));
+    // Bill paid 10 days late; instalment paid after as-of counts as open: 2025-12-31 − 12-20 = 11.
+    assert_eq!(value(&df, "a", "dpd_max"), Some(11.0));
+    assert_eq!(value(&df, "a", "late_count"), Some(2.0));
+    assert_eq!(value(&df, "a", "bill_count"), Some(3.0));
+    assert!((value(&df, "a", "late_share").unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    assert_eq!(value(&df, "a", "tenure_days"), Some(10.0));
+    // b has transactions but nothing matching: counts/sums are 0, max and the ratio are missing.
+    assert_eq!(value(&df, "b", "purchases_90d"), Some(0.0));
+    assert_eq!(value(&df, "b", "spend_90d"), Some(0.0));
+    assert_eq!(value(&df, "b", "dpd_max"), None);
+    assert_eq!(value(&df, "b", "late_share"), None);
+    // c has no rows anywhere: missing, not zero.
+    assert_eq!(value(&df, "c", "purchases_90d"), None);
+    assert_eq!(value(&df, "c", "spend_90d"), None);
+    assert_eq!(value(&df, "c", "devices"), None);
+    assert_eq!(value(&df, "c", "tenure_days"), None);
+    assert_eq!(value(&df, "c", "degree"), None);
+}
+
+#[test]
+fn behavior_and_graph_features() {
+    let df = pipeline().compute(&tables(false), as_of()).unwrap();
+    assert_eq!(value(&df, "a", "night_logins"), Some(1.0)); // 02:00 login; the 03:00 event is a reset
+    assert_eq!(value(&df, "a", "devices"), Some(2.0));
+    assert!((value(&df, "a", "days_since_login").unwrap() - 22.0 / 24.0).abs() < 1e-12);
+    assert_eq!(value(&df, "a", "degree"), Some(2.0));
+    assert_eq!(value(&df, "b", "degree"), Some(1.0)); // edges are undirected
+                                                      // a's neighbours: d (late) and e (not) → share 0.5; mean age (20 + 60) / 2.
+    assert_eq!(value(&df, "a", "late_neighbors_share"), Some(0.5));
+    assert_eq!(value(&df, "a", "neighbors_age_mean"), Some(40.0));
+    // Two hops from b: b–d–a; a is late (its own bills) → 1.
+    assert_eq!(value(&df, "b", "two_hop_late"), Some(1.0));
+    // Two hops from a: a–d–b, a–e: none of them (b) late → 0; c has no edges → missing.
+    assert_eq!(value(&df, "a", "two_hop_late"), Some(0.0));
+    assert_eq!(value(&df, "c", "two_hop_late"), None);
+    // e used dev1 like a.
+    assert_eq!(value(&df, "a", "device_sharers"), Some(1.0));
+    assert_eq!(value(&df, "e", "device_sharers"), Some(1.0));
+    assert_eq!(value(&df, "d", "device_sharers"), Some(0.0));
+}
+
+#[test]
+fn rows_at_or_after_as_of_change_no_feature() {
+    let p = pipeline();
+    let before = p.compute(&tables(false), as_of()).unwrap();
+    let after = p.compute(&tables(true), as_of()).unwrap();
+    assert!(before.equals_missing(&after), "leak:\n{before}\n{after}");
+}
+
+#[test]
+fn online_path_equals_batch_row_for_every_user() {
+    let p = pipeline();
+    let t = tables(false);
+    let batch = p.compute(&t, as_of()).unwrap();
+    for user in ["a", "b", "c", "d", "e"] {
+        let one = p
+            .compute_for_users(&t, as_of(), &[user.to_string()])
+            .unwrap();
+        assert_eq!(one.height(), 1);
+        for f in &p.spec.features {
+            assert_eq!(
+                value(&one, user, &f.meta.name),
+                value(&batch, user, &f.meta.name),
+                "{user} {}",
+                f.meta.name
+            );
+        }
+    }
+    let none = p
+        .compute_for_users(&t, as_of(), &["nobody".to_string()])
+        .unwrap();
+    assert_eq!(none.height(), 0);
+}
+
+fn spec_error(toml_text: &str) -> String {
+    match PipelineSpec::from_toml(toml_text) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("pipeline should be refused"),
+    }
+}
+
+const HEAD: &str =
+    "[pipeline]\nname = \"t\"\nversion = \"1\"\n[tables.transactions]\ntime = \"ts\"\n";
+
+fn feature(body: &str) -> String {
+    format!("{HEAD}[[feature]]\nname = \"f1\"\ndimension = \"transaction\"\ndescription = \"d\"\ntype = \"int\"\n{body}\n")
+}
+
+#[test]
+fn bad_pipeline_files_are_refused_naming_the_feature() {
+    let e = spec_error(&feature(
+        "kind = \"aggregate\"\ntable = \"nope\"\nagg = \"count\"",
+    ));
+    assert!(
+        e.contains("f1") && e.contains("unknown table 'nope'"),
+        "{e}"
+    );
+    let e = spec_error(&feature(
+        "kind = \"aggregate\"\ntable = \"transactions\"\nagg = \"median_of_fun\"",
+    ));
+    assert!(e.contains("f1") && e.contains("unknown aggregation"), "{e}");
+    let e = spec_error(&feature(
+        "kind = \"aggregate\"\ntable = \"transactions\"\nagg = \"count\"\nwindow_days = 0",
+    ));
+    assert!(
+        e.contains("f1") && e.contains("window_days must be > 0"),
+        "{e}"
+    );
+    let dup = format!(
+        "{}\n[[feature]]\nname = \"f1\"\ndimension = \"behavior\"\ndescription = \"d\"\ntype = \"int\"\nkind = \"aggregate\"\ntable = \"transactions\"\nagg = \"count\"\n",
+        feature("kind = \"aggregate\"\ntable = \"transactions\"\nagg = \"count\"")
+    );
+    let e = spec_error(&dup);
+    assert!(e.contains("f1") && e.contains("duplicate"), "{e}");
+    let e = spec_error(&feature(
+        "kind = \"ratio\"\nnumerator = \"x\"\ndenominator = \"y\"",
+    ));
+    assert!(e.contains("f1") && e.contains("unknown feature 'x'"), "{e}");
+    let e = spec_error(&feature(
+        "kind = \"aggregate\"\ntable = \"transactions\"\nagg = \"count\"\ndimension2 = 3",
+    ));
+    assert!(e.contains("dimension2"), "{e}");
+}
+
+#[test]
+fn unknown_column_is_refused_at_compute_naming_the_feature() {
+    let text = PIPELINE.replace("column = \"amount\"", "column = \"amout\"");
+    let p = Pipeline::from_spec(PipelineSpec::from_toml(&text).unwrap());
+    let e = p.compute(&tables(false), as_of()).unwrap_err();
+    assert!(
+        matches!(&e, FeatureError::Spec { feature, .. } if feature == "spend_90d"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("amout"), "{e}");
+}
+
+#[test]
+fn hash_ignores_formatting_and_tracks_definitions() {
+    let a = PipelineSpec::from_toml(PIPELINE).unwrap();
+    let b = PipelineSpec::from_toml(&format!("# a comment\n{PIPELINE}\n\n")).unwrap();
+    let c =
+        PipelineSpec::from_toml(&PIPELINE.replace("window_days = 90", "window_days = 91")).unwrap();
+    assert_eq!(a.hash(), b.hash());
+    assert_ne!(a.hash(), c.hash());
+    assert_eq!(a.hash().len(), 64);
+}
