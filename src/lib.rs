@@ -4,3 +4,4 @@
 pub mod domain;
 pub mod features;
 pub mod io;
+pub mod scoring;
