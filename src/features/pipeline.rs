@@ -60,6 +60,10 @@ impl Tables {
         self.frames.insert(name.to_string(), df.lazy());
     }
 
+    pub fn insert_lazy(&mut self, name: &str, lf: LazyFrame) {
+        self.frames.insert(name.to_string(), lf);
+    }
+
     pub fn get(&self, name: &str) -> Result<LazyFrame, FeatureError> {
         self.frames
             .get(name)

@@ -1,0 +1,509 @@
+//! The risk-rule engine: per-scenario policies whose conditions are CEL expressions, lists
+//! (blacklist / whitelist / watchlist), velocity counters, shadow policies.
+//!
+//! Why CEL (the `cel` crate) rather than GoRules' zen-engine: CEL is a small, side-effect-free
+//! expression language with no loops and no I/O, so a rule file cannot run code; zen-engine
+//! would bring a JavaScript runtime we would then have to forbid, and a much larger build.
+//!
+//! Evaluation: every live policy that applies to the scenario (its own, plus shared `*` policies)
+//! yields an outcome — `first_hit`: the first rule that hits, else the default; `collect_all`:
+//! the worst outcome among hits, else the default. The decision is the worst over the policies
+//! (reject > review > approve); parameters (credit limit, deposit waiver…) come from the
+//! scenario policy's deciding rule. Shadow policies are evaluated and counted, never returned.
+//! A condition that cannot be evaluated for a request (e.g. a comparison with a missing
+//! feature) does not hit; such errors are counted per rule.
+
+pub mod velocity;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cel::objects::Value;
+use cel::{Context, Program};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{Band, Dimension, FeatureMeta, FeatureValue};
+use crate::scoring::types::{Decision, RuleHit};
+
+pub use velocity::{InProcessVelocity, VelocityCounts, VelocityStore};
+
+/// Every policy file that fails validation says which file and which rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error("{file}: rule '{rule}': {message}")]
+    Rule { file: String, rule: String, message: String },
+    #[error("rules: {0}")]
+    Other(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    policy: PolicyHeader,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyHeader {
+    name: String,
+    /// The scenario this policy decides, or `*` for a policy applied to every scenario.
+    scenario: String,
+    /// `first_hit` or `collect_all`.
+    mode: String,
+    /// Evaluate and count, never return.
+    #[serde(default)]
+    shadow: bool,
+    default: OutcomeSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeSpec {
+    outcome: String,
+    reason: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: String,
+    description: String,
+    when: String,
+    outcome: String,
+    reason: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    FirstHit,
+    CollectAll,
+}
+
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub source: String,
+    program: Program,
+    /// The context variables the condition reads (only these are built per request).
+    variables: Vec<String>,
+    pub outcome: Decision,
+    pub reason: String,
+    pub params: BTreeMap<String, String>,
+    hits: AtomicU64,
+    errors: AtomicU64,
+}
+
+pub struct Policy {
+    pub name: String,
+    pub scenario: String,
+    pub mode: Mode,
+    pub shadow: bool,
+    pub default_outcome: Decision,
+    pub default_reason: String,
+    pub default_params: BTreeMap<String, String>,
+    pub rules: Vec<Rule>,
+    shadow_decisions: [AtomicU64; 3],
+}
+
+/// Named user lists, one id per line (`#` comments allowed).
+#[derive(Debug, Default, Clone)]
+pub struct Lists {
+    pub blacklist: HashSet<String>,
+    pub whitelist: HashSet<String>,
+    pub watchlist: HashSet<String>,
+}
+
+/// Everything a rule may read about one request.
+pub struct RuleInput<'a> {
+    pub scenario: &'a str,
+    pub partner: &'a str,
+    pub user_id: &'a str,
+    pub score: i32,
+    pub band: Band,
+    pub pd: f64,
+    pub dimension_scores: &'a [(Dimension, i32)],
+    /// Pipeline features of the user (name order given by `feature_names`).
+    pub feature_names: &'a [FeatureMeta],
+    pub feature_values: &'a [FeatureValue],
+    pub velocity: VelocityCounts,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub decision: Decision,
+    pub hits: Vec<RuleHit>,
+    pub params: BTreeMap<String, String>,
+}
+
+/// A loaded, validated rule set: the unit that is swapped on reload.
+pub struct RuleSet {
+    /// Content hash of all rule and list files.
+    pub version: String,
+    pub policies: Vec<Policy>,
+    pub lists: Lists,
+    scenarios: Vec<String>,
+    features: HashMap<String, usize>,
+}
+
+const BUILTIN_VARIABLES: &[&str] = &[
+    "score",
+    "pd",
+    "band",
+    "scenario",
+    "partner",
+    "dim_transaction",
+    "dim_behavior",
+    "dim_relationship",
+    "dim_identity",
+    "dim_capacity",
+    "blacklisted",
+    "whitelisted",
+    "watchlisted",
+    "partners_1h",
+    "partners_24h",
+    "partners_30d",
+];
+
+fn parse_decision(s: &str) -> Option<Decision> {
+    match s {
+        "approve" => Some(Decision::Approve),
+        "review" => Some(Decision::Review),
+        "reject" => Some(Decision::Reject),
+        _ => None,
+    }
+}
+
+fn severity(d: Decision) -> u8 {
+    match d {
+        Decision::Approve => 0,
+        Decision::Review => 1,
+        Decision::Reject => 2,
+    }
+}
+
+impl RuleSet {
+    /// Loads every `*.toml` policy in `dir` and the lists in `dir/lists/`, validating each rule
+    /// against the pipeline's features. Nothing is returned unless everything is valid.
+    pub fn load(dir: &Path, features: &[FeatureMeta]) -> Result<RuleSet, RuleError> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| RuleError::Other(format!("cannot read rules directory {}: {e}", dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        entries.sort();
+        let mut hasher = Sha256::new();
+        let mut files = Vec::new();
+        for path in &entries {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| RuleError::Other(format!("cannot read {}: {e}", path.display())))?;
+            hasher.update(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+            hasher.update(text.as_bytes());
+            files.push((path.display().to_string(), text));
+        }
+        let lists = Lists::load(&dir.join("lists"), &mut hasher)?;
+        let mut set = RuleSet::from_sources(&files, features, lists)?;
+        set.version = hex::encode(hasher.finalize())[..16].to_string();
+        Ok(set)
+    }
+
+    /// Builds a rule set from (file name, TOML text) pairs — the loader and the tests share it.
+    pub fn from_sources(files: &[(String, String)], features: &[FeatureMeta], lists: Lists) -> Result<RuleSet, RuleError> {
+        let feature_index: HashMap<String, usize> =
+            features.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let mut policies = Vec::new();
+        for (file, text) in files {
+            policies.push(parse_policy(file, text, &feature_index)?);
+        }
+        if policies.is_empty() {
+            return Err(RuleError::Other("no policy files (*.toml) found".into()));
+        }
+        let mut names = HashSet::new();
+        for p in &policies {
+            if !names.insert(p.name.clone()) {
+                return Err(RuleError::Other(format!("two policies are named '{}'", p.name)));
+            }
+        }
+        let mut scenarios: Vec<String> =
+            policies.iter().filter(|p| p.scenario != "*" && !p.shadow).map(|p| p.scenario.clone()).collect();
+        scenarios.sort();
+        scenarios.dedup();
+        for p in policies.iter().filter(|p| p.scenario != "*") {
+            let live = policies.iter().filter(|q| q.scenario == p.scenario && !q.shadow).count();
+            if live > 1 {
+                return Err(RuleError::Other(format!("scenario '{}' has {live} live policies; exactly one may decide it", p.scenario)));
+            }
+            if live == 0 {
+                return Err(RuleError::Other(format!("shadow policy '{}' has no live policy for scenario '{}'", p.name, p.scenario)));
+            }
+        }
+        Ok(RuleSet { version: String::new(), policies, lists, scenarios, features: feature_index })
+    }
+
+    pub fn scenarios(&self) -> &[String] {
+        &self.scenarios
+    }
+
+    pub fn has_scenario(&self, scenario: &str) -> bool {
+        self.scenarios.iter().any(|s| s == scenario)
+    }
+
+    /// Decides one request. Never fails: an unknown scenario is the caller's check.
+    pub fn evaluate(&self, input: &RuleInput<'_>) -> Evaluation {
+        let mut decision = Decision::Approve;
+        let mut hits = Vec::new();
+        let mut params = BTreeMap::new();
+        let root = Context::default();
+        for policy in self.policies.iter().filter(|p| p.scenario == "*" || p.scenario == input.scenario) {
+            let (outcome, policy_hits, policy_params) = policy.run(self, &root, input);
+            if policy.shadow {
+                policy.shadow_decisions[severity(outcome) as usize].fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(policy = %policy.name, outcome = outcome.as_str(), "shadow decision");
+                continue;
+            }
+            if severity(outcome) > severity(decision) {
+                decision = outcome;
+            }
+            if policy.scenario != "*" {
+                params = policy_params;
+            }
+            hits.extend(policy_hits);
+        }
+        Evaluation { decision, hits, params }
+    }
+
+    /// Per-rule hit and error counters: (policy, rule id, hits, evaluation errors).
+    pub fn counters(&self) -> Vec<(String, String, u64, u64)> {
+        self.policies
+            .iter()
+            .flat_map(|p| {
+                p.rules.iter().map(move |r| {
+                    (p.name.clone(), r.id.clone(), r.hits.load(Ordering::Relaxed), r.errors.load(Ordering::Relaxed))
+                })
+            })
+            .collect()
+    }
+
+    /// Shadow decisions counted so far: (policy, [approve, review, reject]).
+    pub fn shadow_counters(&self) -> Vec<(String, [u64; 3])> {
+        self.policies
+            .iter()
+            .filter(|p| p.shadow)
+            .map(|p| (p.name.clone(), [0, 1, 2].map(|i| p.shadow_decisions[i].load(Ordering::Relaxed))))
+            .collect()
+    }
+
+    fn value_of(&self, name: &str, input: &RuleInput<'_>) -> Value {
+        let dim = |d: Dimension| {
+            input.dimension_scores.iter().find(|(x, _)| *x == d).map(|(_, s)| Value::Int(*s as i64)).unwrap_or(Value::Null)
+        };
+        match name {
+            "score" => Value::Int(input.score as i64),
+            "pd" => Value::Float(input.pd),
+            "band" => Value::String(Arc::new(input.band.as_str().to_string())),
+            "scenario" => Value::String(Arc::new(input.scenario.to_string())),
+            "partner" => Value::String(Arc::new(input.partner.to_string())),
+            "dim_transaction" => dim(Dimension::Transaction),
+            "dim_behavior" => dim(Dimension::Behavior),
+            "dim_relationship" => dim(Dimension::Relationship),
+            "dim_identity" => dim(Dimension::Identity),
+            "dim_capacity" => dim(Dimension::Capacity),
+            "blacklisted" => Value::Bool(self.lists.blacklist.contains(input.user_id)),
+            "whitelisted" => Value::Bool(self.lists.whitelist.contains(input.user_id)),
+            "watchlisted" => Value::Bool(self.lists.watchlist.contains(input.user_id)),
+            "partners_1h" => Value::Int(input.velocity.partners_1h as i64),
+            "partners_24h" => Value::Int(input.velocity.partners_24h as i64),
+            "partners_30d" => Value::Int(input.velocity.partners_30d as i64),
+            feature => match self.features.get(feature).and_then(|&i| input.feature_values.get(i)) {
+                Some(v) => feature_value(v),
+                None => Value::Null,
+            },
+        }
+    }
+}
+
+fn feature_value(v: &FeatureValue) -> Value {
+    match v {
+        FeatureValue::Missing => Value::Null,
+        // Whole numbers become CEL ints so `count > 0` and `count == 2` read naturally.
+        FeatureValue::Num(x) if x.fract() == 0.0 && x.abs() < 9e15 => Value::Int(*x as i64),
+        FeatureValue::Num(x) => Value::Float(*x),
+        FeatureValue::Cat(s) => Value::String(Arc::new(s.clone())),
+    }
+}
+
+impl Policy {
+    fn run(&self, set: &RuleSet, root: &Context<'_, '_>, input: &RuleInput<'_>) -> (Decision, Vec<RuleHit>, BTreeMap<String, String>) {
+        let mut hits = Vec::new();
+        let mut outcome: Option<Decision> = None;
+        let mut params = self.default_params.clone();
+        for rule in &self.rules {
+            let mut ctx = root.new_inner_scope();
+            for v in &rule.variables {
+                ctx.add_variable_from_value(v.clone(), set.value_of(v, input));
+            }
+            let hit = match rule.program.execute(&ctx) {
+                Ok(Value::Bool(b)) => b,
+                Ok(_) | Err(_) => {
+                    rule.errors.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            };
+            if !hit {
+                continue;
+            }
+            rule.hits.fetch_add(1, Ordering::Relaxed);
+            hits.push(RuleHit {
+                rule_id: rule.id.clone(),
+                policy: self.name.clone(),
+                outcome: rule.outcome,
+                reason: rule.reason.clone(),
+            });
+            match self.mode {
+                Mode::FirstHit => {
+                    outcome = Some(rule.outcome);
+                    params = rule.params.clone();
+                    break;
+                }
+                Mode::CollectAll => {
+                    if outcome.is_none_or(|o| severity(rule.outcome) > severity(o)) {
+                        outcome = Some(rule.outcome);
+                        params = rule.params.clone();
+                    }
+                }
+            }
+        }
+        (outcome.unwrap_or(self.default_outcome), hits, params)
+    }
+}
+
+fn parse_policy(file: &str, text: &str, features: &HashMap<String, usize>) -> Result<Policy, RuleError> {
+    let ferr = |message: String| RuleError::File { file: file.to_string(), message };
+    let pf: PolicyFile = toml::from_str(text).map_err(|e| ferr(e.to_string()))?;
+    let h = pf.policy;
+    let mode = match h.mode.as_str() {
+        "first_hit" => Mode::FirstHit,
+        "collect_all" => Mode::CollectAll,
+        other => return Err(ferr(format!("unknown mode '{other}' (expected first_hit or collect_all)"))),
+    };
+    let default_outcome = parse_decision(&h.default.outcome)
+        .ok_or_else(|| ferr(format!("default outcome '{}' is not approve, review or reject", h.default.outcome)))?;
+    if h.scenario.trim().is_empty() {
+        return Err(ferr("policy scenario is empty".into()));
+    }
+    let mut rules = Vec::new();
+    let mut ids = HashSet::new();
+    for r in pf.rules {
+        let rerr = |message: String| RuleError::Rule { file: file.to_string(), rule: r.id.clone(), message };
+        if r.id.trim().is_empty() {
+            return Err(ferr("a rule has an empty id".into()));
+        }
+        if !ids.insert(r.id.clone()) {
+            return Err(rerr("duplicate rule id".into()));
+        }
+        let outcome = parse_decision(&r.outcome)
+            .ok_or_else(|| rerr(format!("outcome '{}' is not approve, review or reject", r.outcome)))?;
+        // The cel parser is third-party code fed with user text: contain any panic.
+        let compiled = std::panic::catch_unwind(|| Program::compile(&r.when))
+            .map_err(|_| rerr(format!("syntax: cannot parse '{}'", r.when)))?;
+        let program = compiled.map_err(|e| rerr(format!("syntax: {e}")))?;
+        let mut variables: Vec<String> = program.references().variables().iter().map(|s| s.to_string()).collect();
+        variables.sort();
+        for v in &variables {
+            if !BUILTIN_VARIABLES.contains(&v.as_str()) && !features.contains_key(v) {
+                return Err(rerr(format!("unknown variable or feature '{v}'")));
+            }
+        }
+        // Type check by trial: with every input present the condition must give a boolean.
+        let trial = trial_evaluate(&program, &variables);
+        match trial {
+            Ok(Value::Bool(always)) => {
+                if always && variables.is_empty() && mode == Mode::FirstHit {
+                    return Err(rerr("condition is always true: the rules after it and the default are unreachable".into()));
+                }
+            }
+            Ok(other) => return Err(rerr(format!("condition gives {other:?}, not a boolean"))),
+            Err(e) => return Err(rerr(format!("type error: {e}"))),
+        }
+        rules.push(Rule {
+            id: r.id,
+            description: r.description,
+            source: r.when,
+            program,
+            variables,
+            outcome,
+            reason: r.reason,
+            params: r.params,
+            hits: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        });
+    }
+    Ok(Policy {
+        name: h.name,
+        scenario: h.scenario,
+        mode,
+        shadow: h.shadow,
+        default_outcome,
+        default_reason: h.default.reason,
+        default_params: h.default.params,
+        rules,
+        shadow_decisions: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    })
+}
+
+/// Evaluates a condition with plausible values for every variable it reads (numbers for
+/// features, the right types for built-ins), so type errors surface at load, not per request.
+fn trial_evaluate(program: &Program, variables: &[String]) -> Result<Value, String> {
+    let root = Context::default();
+    let mut ctx = root.new_inner_scope();
+    for v in variables {
+        let value = match v.as_str() {
+            "pd" => Value::Float(0.05),
+            "band" | "scenario" | "partner" => Value::String(Arc::new("x".into())),
+            "blacklisted" | "whitelisted" | "watchlisted" => Value::Bool(false),
+            "score" | "dim_transaction" | "dim_behavior" | "dim_relationship" | "dim_identity" | "dim_capacity"
+            | "partners_1h" | "partners_24h" | "partners_30d" => Value::Int(600),
+            _ => Value::Int(1),
+        };
+        ctx.add_variable_from_value(v.clone(), value);
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&ctx)))
+        .map_err(|_| "evaluation panicked".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+impl Lists {
+    fn load(dir: &Path, hasher: &mut Sha256) -> Result<Lists, RuleError> {
+        let read = |name: &str, hasher: &mut Sha256| -> Result<HashSet<String>, RuleError> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(HashSet::new());
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| RuleError::Other(format!("cannot read list {}: {e}", path.display())))?;
+            hasher.update(name.as_bytes());
+            hasher.update(text.as_bytes());
+            Ok(text
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect())
+        };
+        Ok(Lists {
+            blacklist: read("blacklist.txt", hasher)?,
+            whitelist: read("whitelist.txt", hasher)?,
+            watchlist: read("watchlist.txt", hasher)?,
+        })
+    }
+}
