@@ -2,3 +2,6 @@
 //! raw tables → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` → `service` / `batch` / `eval`.
 
 pub mod domain;
+pub mod eval;
+pub mod features;
+pub mod model;
