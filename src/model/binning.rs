@@ -708,8 +708,8 @@ mod tests {
     fn woe_iv_hand_checked() {
         // totals G = 80, B = 20; bin A: 60 goods 5 bads; bin B: 20 goods 15 bads; s = 0.5
         let (wa, ia) = woe_iv(60, 5, 80, 20, 0.5);
-        let pga = 60.5 / 80.0;
-        let pba = 5.5 / 20.0;
+        let pga: f64 = 60.5 / 80.0;
+        let pba: f64 = 5.5 / 20.0;
         assert!((wa - (pga / pba).ln()).abs() < 1e-12);
         assert!((wa - 1.0116009116784799).abs() < 1e-12); // ln(0.75625/0.275)
         assert!((ia - (pga - pba) * wa).abs() < 1e-12);
