@@ -1,8 +1,11 @@
 //! Sesame: a credit-scoring service. One data path, one home per stage:
-//! raw tables → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` → `service` / `batch` / `eval`.
+//! raw tables → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` → `scoring`
+//! (the engine the `service` and `batch` share) → `eval`.
 
 pub mod domain;
+pub mod eval;
 pub mod features;
 pub mod io;
-pub mod scoring;
+pub mod model;
 pub mod rules;
+pub mod scoring;

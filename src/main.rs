@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a WoE scorecard (and a challenger) from a flat CSV/Parquet file or a pipeline's features.
+    Train(sesame::model::cli::TrainArgs),
     /// Compute a pipeline's feature table (one row per user) as of a date.
     Features {
         /// Pipeline file (TOML).
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => sesame::model::cli::run_train(args),
         Command::Features {
             pipeline,
             data,

@@ -2,6 +2,7 @@
 //! (batch, training) or for a few users (online) through the same code.
 
 pub mod cli;
+pub mod frame;
 pub mod pipeline;
 pub mod spec;
 

@@ -36,7 +36,11 @@ pub enum RuleError {
     #[error("{file}: {message}")]
     File { file: String, message: String },
     #[error("{file}: rule '{rule}': {message}")]
-    Rule { file: String, rule: String, message: String },
+    Rule {
+        file: String,
+        rule: String,
+        message: String,
+    },
     #[error("rules: {0}")]
     Other(String),
 }
@@ -197,7 +201,12 @@ impl RuleSet {
     /// against the pipeline's features. Nothing is returned unless everything is valid.
     pub fn load(dir: &Path, features: &[FeatureMeta]) -> Result<RuleSet, RuleError> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| RuleError::Other(format!("cannot read rules directory {}: {e}", dir.display())))?
+            .map_err(|e| {
+                RuleError::Other(format!(
+                    "cannot read rules directory {}: {e}",
+                    dir.display()
+                ))
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect();
@@ -207,7 +216,12 @@ impl RuleSet {
         for path in &entries {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| RuleError::Other(format!("cannot read {}: {e}", path.display())))?;
-            hasher.update(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+            hasher.update(
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
             hasher.update(text.as_bytes());
             files.push((path.display().to_string(), text));
         }
@@ -218,9 +232,16 @@ impl RuleSet {
     }
 
     /// Builds a rule set from (file name, TOML text) pairs — the loader and the tests share it.
-    pub fn from_sources(files: &[(String, String)], features: &[FeatureMeta], lists: Lists) -> Result<RuleSet, RuleError> {
-        let feature_index: HashMap<String, usize> =
-            features.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+    pub fn from_sources(
+        files: &[(String, String)],
+        features: &[FeatureMeta],
+        lists: Lists,
+    ) -> Result<RuleSet, RuleError> {
+        let feature_index: HashMap<String, usize> = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
         let mut policies = Vec::new();
         for (file, text) in files {
             policies.push(parse_policy(file, text, &feature_index)?);
@@ -231,23 +252,44 @@ impl RuleSet {
         let mut names = HashSet::new();
         for p in &policies {
             if !names.insert(p.name.clone()) {
-                return Err(RuleError::Other(format!("two policies are named '{}'", p.name)));
+                return Err(RuleError::Other(format!(
+                    "two policies are named '{}'",
+                    p.name
+                )));
             }
         }
-        let mut scenarios: Vec<String> =
-            policies.iter().filter(|p| p.scenario != "*" && !p.shadow).map(|p| p.scenario.clone()).collect();
+        let mut scenarios: Vec<String> = policies
+            .iter()
+            .filter(|p| p.scenario != "*" && !p.shadow)
+            .map(|p| p.scenario.clone())
+            .collect();
         scenarios.sort();
         scenarios.dedup();
         for p in policies.iter().filter(|p| p.scenario != "*") {
-            let live = policies.iter().filter(|q| q.scenario == p.scenario && !q.shadow).count();
+            let live = policies
+                .iter()
+                .filter(|q| q.scenario == p.scenario && !q.shadow)
+                .count();
             if live > 1 {
-                return Err(RuleError::Other(format!("scenario '{}' has {live} live policies; exactly one may decide it", p.scenario)));
+                return Err(RuleError::Other(format!(
+                    "scenario '{}' has {live} live policies; exactly one may decide it",
+                    p.scenario
+                )));
             }
             if live == 0 {
-                return Err(RuleError::Other(format!("shadow policy '{}' has no live policy for scenario '{}'", p.name, p.scenario)));
+                return Err(RuleError::Other(format!(
+                    "shadow policy '{}' has no live policy for scenario '{}'",
+                    p.name, p.scenario
+                )));
             }
         }
-        Ok(RuleSet { version: String::new(), policies, lists, scenarios, features: feature_index })
+        Ok(RuleSet {
+            version: String::new(),
+            policies,
+            lists,
+            scenarios,
+            features: feature_index,
+        })
     }
 
     pub fn scenarios(&self) -> &[String] {
@@ -264,7 +306,11 @@ impl RuleSet {
         let mut hits = Vec::new();
         let mut params = BTreeMap::new();
         let root = Context::default();
-        for policy in self.policies.iter().filter(|p| p.scenario == "*" || p.scenario == input.scenario) {
+        for policy in self
+            .policies
+            .iter()
+            .filter(|p| p.scenario == "*" || p.scenario == input.scenario)
+        {
             let (outcome, policy_hits, policy_params) = policy.run(self, &root, input);
             if policy.shadow {
                 policy.shadow_decisions[severity(outcome) as usize].fetch_add(1, Ordering::Relaxed);
@@ -279,7 +325,11 @@ impl RuleSet {
             }
             hits.extend(policy_hits);
         }
-        Evaluation { decision, hits, params }
+        Evaluation {
+            decision,
+            hits,
+            params,
+        }
     }
 
     /// Per-rule hit and error counters: (policy, rule id, hits, evaluation errors).
@@ -288,7 +338,12 @@ impl RuleSet {
             .iter()
             .flat_map(|p| {
                 p.rules.iter().map(move |r| {
-                    (p.name.clone(), r.id.clone(), r.hits.load(Ordering::Relaxed), r.errors.load(Ordering::Relaxed))
+                    (
+                        p.name.clone(),
+                        r.id.clone(),
+                        r.hits.load(Ordering::Relaxed),
+                        r.errors.load(Ordering::Relaxed),
+                    )
                 })
             })
             .collect()
@@ -299,13 +354,23 @@ impl RuleSet {
         self.policies
             .iter()
             .filter(|p| p.shadow)
-            .map(|p| (p.name.clone(), [0, 1, 2].map(|i| p.shadow_decisions[i].load(Ordering::Relaxed))))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    [0, 1, 2].map(|i| p.shadow_decisions[i].load(Ordering::Relaxed)),
+                )
+            })
             .collect()
     }
 
     fn value_of(&self, name: &str, input: &RuleInput<'_>) -> Value {
         let dim = |d: Dimension| {
-            input.dimension_scores.iter().find(|(x, _)| *x == d).map(|(_, s)| Value::Int(*s as i64)).unwrap_or(Value::Null)
+            input
+                .dimension_scores
+                .iter()
+                .find(|(x, _)| *x == d)
+                .map(|(_, s)| Value::Int(*s as i64))
+                .unwrap_or(Value::Null)
         };
         match name {
             "score" => Value::Int(input.score as i64),
@@ -324,7 +389,11 @@ impl RuleSet {
             "partners_1h" => Value::Int(input.velocity.partners_1h as i64),
             "partners_24h" => Value::Int(input.velocity.partners_24h as i64),
             "partners_30d" => Value::Int(input.velocity.partners_30d as i64),
-            feature => match self.features.get(feature).and_then(|&i| input.feature_values.get(i)) {
+            feature => match self
+                .features
+                .get(feature)
+                .and_then(|&i| input.feature_values.get(i))
+            {
                 Some(v) => feature_value(v),
                 None => Value::Null,
             },
@@ -343,7 +412,12 @@ fn feature_value(v: &FeatureValue) -> Value {
 }
 
 impl Policy {
-    fn run(&self, set: &RuleSet, root: &Context<'_, '_>, input: &RuleInput<'_>) -> (Decision, Vec<RuleHit>, BTreeMap<String, String>) {
+    fn run(
+        &self,
+        set: &RuleSet,
+        root: &Context<'_, '_>,
+        input: &RuleInput<'_>,
+    ) -> (Decision, Vec<RuleHit>, BTreeMap<String, String>) {
         let mut hits = Vec::new();
         let mut outcome: Option<Decision> = None;
         let mut params = self.default_params.clone();
@@ -387,37 +461,65 @@ impl Policy {
     }
 }
 
-fn parse_policy(file: &str, text: &str, features: &HashMap<String, usize>) -> Result<Policy, RuleError> {
-    let ferr = |message: String| RuleError::File { file: file.to_string(), message };
+fn parse_policy(
+    file: &str,
+    text: &str,
+    features: &HashMap<String, usize>,
+) -> Result<Policy, RuleError> {
+    let ferr = |message: String| RuleError::File {
+        file: file.to_string(),
+        message,
+    };
     let pf: PolicyFile = toml::from_str(text).map_err(|e| ferr(e.to_string()))?;
     let h = pf.policy;
     let mode = match h.mode.as_str() {
         "first_hit" => Mode::FirstHit,
         "collect_all" => Mode::CollectAll,
-        other => return Err(ferr(format!("unknown mode '{other}' (expected first_hit or collect_all)"))),
+        other => {
+            return Err(ferr(format!(
+                "unknown mode '{other}' (expected first_hit or collect_all)"
+            )))
+        }
     };
-    let default_outcome = parse_decision(&h.default.outcome)
-        .ok_or_else(|| ferr(format!("default outcome '{}' is not approve, review or reject", h.default.outcome)))?;
+    let default_outcome = parse_decision(&h.default.outcome).ok_or_else(|| {
+        ferr(format!(
+            "default outcome '{}' is not approve, review or reject",
+            h.default.outcome
+        ))
+    })?;
     if h.scenario.trim().is_empty() {
         return Err(ferr("policy scenario is empty".into()));
     }
     let mut rules = Vec::new();
     let mut ids = HashSet::new();
     for r in pf.rules {
-        let rerr = |message: String| RuleError::Rule { file: file.to_string(), rule: r.id.clone(), message };
+        let rerr = |message: String| RuleError::Rule {
+            file: file.to_string(),
+            rule: r.id.clone(),
+            message,
+        };
         if r.id.trim().is_empty() {
             return Err(ferr("a rule has an empty id".into()));
         }
         if !ids.insert(r.id.clone()) {
             return Err(rerr("duplicate rule id".into()));
         }
-        let outcome = parse_decision(&r.outcome)
-            .ok_or_else(|| rerr(format!("outcome '{}' is not approve, review or reject", r.outcome)))?;
+        let outcome = parse_decision(&r.outcome).ok_or_else(|| {
+            rerr(format!(
+                "outcome '{}' is not approve, review or reject",
+                r.outcome
+            ))
+        })?;
         // The cel parser is third-party code fed with user text: contain any panic.
         let compiled = std::panic::catch_unwind(|| Program::compile(&r.when))
             .map_err(|_| rerr(format!("syntax: cannot parse '{}'", r.when)))?;
         let program = compiled.map_err(|e| rerr(format!("syntax: {e}")))?;
-        let mut variables: Vec<String> = program.references().variables().iter().map(|s| s.to_string()).collect();
+        let mut variables: Vec<String> = program
+            .references()
+            .variables()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         variables.sort();
         for v in &variables {
             if !BUILTIN_VARIABLES.contains(&v.as_str()) && !features.contains_key(v) {
@@ -471,8 +573,8 @@ fn trial_evaluate(program: &Program, variables: &[String]) -> Result<Value, Stri
             "pd" => Value::Float(0.05),
             "band" | "scenario" | "partner" => Value::String(Arc::new("x".into())),
             "blacklisted" | "whitelisted" | "watchlisted" => Value::Bool(false),
-            "score" | "dim_transaction" | "dim_behavior" | "dim_relationship" | "dim_identity" | "dim_capacity"
-            | "partners_1h" | "partners_24h" | "partners_30d" => Value::Int(600),
+            "score" | "dim_transaction" | "dim_behavior" | "dim_relationship" | "dim_identity"
+            | "dim_capacity" | "partners_1h" | "partners_24h" | "partners_30d" => Value::Int(600),
             _ => Value::Int(1),
         };
         ctx.add_variable_from_value(v.clone(), value);
@@ -489,8 +591,9 @@ impl Lists {
             if !path.exists() {
                 return Ok(HashSet::new());
             }
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| RuleError::Other(format!("cannot read list {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                RuleError::Other(format!("cannot read list {}: {e}", path.display()))
+            })?;
             hasher.update(name.as_bytes());
             hasher.update(text.as_bytes());
             Ok(text

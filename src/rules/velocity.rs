@@ -30,7 +30,9 @@ pub struct InProcessVelocity {
 
 impl Default for InProcessVelocity {
     fn default() -> Self {
-        InProcessVelocity { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        InProcessVelocity {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
     }
 }
 
@@ -56,7 +58,11 @@ impl VelocityStore for InProcessVelocity {
             None => seen.push((partner.to_string(), now_ms)),
         }
         let within = |w: i64| seen.iter().filter(|(_, t)| now_ms - *t < w).count() as u32;
-        VelocityCounts { partners_1h: within(HOUR_MS), partners_24h: within(DAY_MS), partners_30d: seen.len() as u32 }
+        VelocityCounts {
+            partners_1h: within(HOUR_MS),
+            partners_24h: within(DAY_MS),
+            partners_30d: seen.len() as u32,
+        }
     }
 }
 

@@ -1,0 +1,2 @@
+//! Evaluation: discrimination and calibration metrics, score stability.
+pub mod metrics;

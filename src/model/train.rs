@@ -1,0 +1,471 @@
+//! Training: bin every candidate, select features, fit the linfa logistic regression on the WoE
+//! matrix, scale it into a [`Scorecard`]. Deterministic: no randomness except the challenger's
+//! seeded bootstrap.
+//!
+//! Selection: (1) IV ≥ `iv_min`; (2) candidates in descending IV order, a candidate is dropped if
+//! its WoE column has |Pearson corr| > `max_corr` with an already kept one; (3) fit; with
+//! WoE = ln(good/bad share) every coefficient on ln(odds of bad) must be negative — while some
+//! coefficient is ≥ 0 the offender with the lowest IV is dropped and the model refitted.
+//!
+//! Regularisation: for each `alpha` in the grid (L2 penalty ½·alpha·‖w‖² on the summed log-loss,
+//! linfa's convention), fit on the training rows with index % `validation_every` != 0 and
+//! measure AUC on the others; the best validation AUC wins (ties → the earlier, i.e. larger,
+//! alpha), and the final model is refitted on all training rows. Binning uses all training rows.
+
+use linfa::prelude::*;
+use linfa_logistic::LogisticRegression;
+use ndarray::{Array1, Array2};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{ColumnValues, Dataset};
+use crate::eval::metrics::{self, auc, summarize};
+
+use super::binning::{BinningConfig, FeatureBinning};
+use super::challenger::{ChallengerConfig, Forest};
+use super::scorecard::{
+    band_table, bin_points, CandidateReport, ChallengerSummary, ModelMetrics, Scaling,
+    ScoreDistribution, Scorecard, ScorecardFeature, TrainingInfo, SCHEMA_VERSION,
+};
+use super::ModelError;
+
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub binning: BinningConfig,
+    pub iv_min: f64,
+    pub max_corr: f64,
+    /// L2 grid, tried in order (put larger values first: ties keep the earlier one).
+    pub alphas: Vec<f64>,
+    /// Every `validation_every`-th training row (index % n == 0) is the validation split for alpha.
+    pub validation_every: usize,
+    pub max_iterations: u64,
+    pub base_score: f64,
+    pub base_odds: f64,
+    pub pdo: f64,
+    pub model_version: String,
+    /// Fixed RFC 3339 creation time for reproducible artifacts; `None` = now.
+    pub created: Option<String>,
+    pub pipeline_hash: Option<String>,
+    pub challenger: Option<ChallengerConfig>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            binning: BinningConfig::default(),
+            iv_min: 0.02,
+            max_corr: 0.8,
+            alphas: vec![100.0, 30.0, 10.0, 3.0, 1.0, 0.1],
+            validation_every: 5,
+            max_iterations: 500,
+            base_score: 650.0,
+            base_odds: 19.0,
+            pdo: 50.0,
+            model_version: format!("sesame-scorecard-{}", env!("CARGO_PKG_VERSION")),
+            created: None,
+            pipeline_hash: None,
+            challenger: Some(ChallengerConfig::default()),
+        }
+    }
+}
+
+pub struct TrainedModel {
+    pub scorecard: Scorecard,
+    pub challenger: Option<Forest>,
+    /// PD of every training row, as the saved scorecard computes it.
+    pub train_pd: Vec<f64>,
+    pub test_pd: Option<Vec<f64>>,
+}
+
+/// Check a dataset's shape and target; returns the target.
+pub fn check_dataset(ds: &Dataset, need_both_classes: bool) -> Result<&[u8], ModelError> {
+    let target = ds.target.as_deref().ok_or(ModelError::NoTarget)?;
+    let n = ds.n_rows();
+    if n == 0 {
+        return Err(ModelError::Empty);
+    }
+    if target.len() != n {
+        return Err(ModelError::Length {
+            column: "target".into(),
+            got: target.len(),
+            expected: n,
+        });
+    }
+    for c in &ds.columns {
+        if c.values.len() != n {
+            return Err(ModelError::Length {
+                column: c.meta.name.clone(),
+                got: c.values.len(),
+                expected: n,
+            });
+        }
+    }
+    if need_both_classes {
+        let bads = target.iter().filter(|&&y| y == 1).count();
+        if bads == 0 {
+            return Err(ModelError::OneClass("good"));
+        }
+        if bads == n {
+            return Err(ModelError::OneClass("bad"));
+        }
+    }
+    Ok(target)
+}
+
+/// sha256 over column names, values (type tag + bytes) and the target, column by column.
+pub fn fingerprint(ds: &Dataset) -> String {
+    let mut h = Sha256::new();
+    h.update((ds.n_rows() as u64).to_le_bytes());
+    for c in &ds.columns {
+        h.update(c.meta.name.as_bytes());
+        h.update([0u8]);
+        match &c.values {
+            ColumnValues::Numeric(v) => {
+                for x in v {
+                    match x {
+                        Some(x) => {
+                            h.update([1u8]);
+                            h.update(x.to_bits().to_le_bytes());
+                        }
+                        None => h.update([0u8]),
+                    }
+                }
+            }
+            ColumnValues::Categorical(v) => {
+                for x in v {
+                    match x {
+                        Some(s) => {
+                            h.update([2u8]);
+                            h.update((s.len() as u64).to_le_bytes());
+                            h.update(s.as_bytes());
+                        }
+                        None => h.update([0u8]),
+                    }
+                }
+            }
+        }
+    }
+    if let Some(t) = &ds.target {
+        h.update(b"target");
+        h.update(t);
+    }
+    hex::encode(h.finalize())
+}
+
+fn woe_column(b: &FeatureBinning, values: &ColumnValues) -> Vec<f64> {
+    (0..values.len())
+        .map(|i| b.bins[b.bin_index(&values.value(i))].woe)
+        .collect()
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let ma = a.iter().sum::<f64>() / n;
+    let mb = b.iter().sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma).powi(2);
+        sbb += (y - mb).powi(2);
+    }
+    if saa <= 0.0 || sbb <= 0.0 {
+        0.0
+    } else {
+        sab / (saa * sbb).sqrt()
+    }
+}
+
+/// Fit a logistic regression on selected WoE columns for the given rows; returns
+/// (intercept, coefficients) of ln(odds of bad).
+fn fit_logistic(
+    woe: &[Vec<f64>],
+    cols: &[usize],
+    rows: &[usize],
+    target: &[u8],
+    alpha: f64,
+    max_iter: u64,
+) -> Result<(f64, Vec<f64>), ModelError> {
+    let x = Array2::from_shape_fn((rows.len(), cols.len()), |(i, j)| woe[cols[j]][rows[i]]);
+    let y: Array1<usize> = rows.iter().map(|&i| usize::from(target[i] == 1)).collect();
+    let ds = linfa::Dataset::new(x, y);
+    let fitted = LogisticRegression::default()
+        .alpha(alpha)
+        .max_iterations(max_iter)
+        .gradient_tolerance(1e-6)
+        .fit(&ds)
+        .map_err(|e| ModelError::Fit(format!("logistic regression (alpha {alpha}): {e}")))?;
+    // linfa's "positive" class is the more frequent one: orient to ln(odds of bad)
+    let sign = if fitted.labels().pos.class == 1 {
+        1.0
+    } else {
+        -1.0
+    };
+    let coefs: Vec<f64> = fitted.params().iter().map(|w| sign * w).collect();
+    let b0 = sign * fitted.intercept();
+    if !b0.is_finite() || coefs.iter().any(|c| !c.is_finite()) {
+        return Err(ModelError::Fit(format!(
+            "non-finite coefficients (alpha {alpha})"
+        )));
+    }
+    Ok((b0, coefs))
+}
+
+fn linear(woe: &[Vec<f64>], cols: &[usize], b0: f64, coefs: &[f64], i: usize) -> f64 {
+    b0 + cols
+        .iter()
+        .zip(coefs)
+        .map(|(&c, w)| w * woe[c][i])
+        .sum::<f64>()
+}
+
+/// Pick alpha on the internal validation split; returns (alpha, grid results).
+fn choose_alpha(
+    woe: &[Vec<f64>],
+    cols: &[usize],
+    target: &[u8],
+    cfg: &TrainConfig,
+) -> Result<(f64, Vec<(f64, f64)>), ModelError> {
+    let default_alpha = cfg.alphas.first().copied().unwrap_or(1.0);
+    let every = cfg.validation_every.max(2);
+    let n = target.len();
+    let fit_rows: Vec<usize> = (0..n).filter(|i| i % every != 0).collect();
+    let val_rows: Vec<usize> = (0..n).filter(|i| i % every == 0).collect();
+    let classes = |rows: &[usize]| {
+        let b = rows.iter().filter(|&&i| target[i] == 1).count();
+        b > 0 && b < rows.len()
+    };
+    if cfg.alphas.len() < 2 || !classes(&fit_rows) || !classes(&val_rows) {
+        return Ok((default_alpha, vec![]));
+    }
+    let yv: Vec<u8> = val_rows.iter().map(|&i| target[i]).collect();
+    let mut grid = Vec::new();
+    let mut best: Option<(f64, f64)> = None;
+    for &a in &cfg.alphas {
+        let (b0, w) = fit_logistic(woe, cols, &fit_rows, target, a, cfg.max_iterations)?;
+        let z: Vec<f64> = val_rows
+            .iter()
+            .map(|&i| linear(woe, cols, b0, &w, i))
+            .collect();
+        let v = auc(&z, &yv).unwrap_or(0.5);
+        grid.push((a, v));
+        if best.is_none_or(|b| v > b.1 + 1e-9) {
+            best = Some((a, v));
+        }
+    }
+    Ok((best.map(|b| b.0).unwrap_or(default_alpha), grid))
+}
+
+/// Train a scorecard (and optionally the challenger) on `train`; `test` only feeds the metrics.
+pub fn train_dataset(
+    train: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &TrainConfig,
+) -> Result<TrainedModel, ModelError> {
+    let target = check_dataset(train, true)?;
+    if cfg.alphas.iter().any(|a| !a.is_finite() || *a < 0.0) {
+        return Err(ModelError::Config("alphas must be finite and >= 0".into()));
+    }
+    let scaling = Scaling::new(cfg.base_score, cfg.base_odds, cfg.pdo)?;
+    let test_target = match test {
+        Some(t) => {
+            let tt = check_dataset(t, false)?;
+            for c in &train.columns {
+                if t.column(&c.meta.name).is_none() {
+                    return Err(ModelError::MissingColumn(c.meta.name.clone()));
+                }
+            }
+            Some(tt)
+        }
+        None => None,
+    };
+
+    // 1. bin every candidate
+    let binnings: Vec<FeatureBinning> = train
+        .columns
+        .iter()
+        .map(|c| FeatureBinning::fit(&c.values, target, &cfg.binning))
+        .collect();
+    let mut status: Vec<String> = vec![String::new(); binnings.len()];
+    let mut order: Vec<usize> = (0..binnings.len()).collect();
+    order.sort_by(|&a, &b| binnings[b].iv.total_cmp(&binnings[a].iv).then(a.cmp(&b)));
+
+    // 2. IV and correlation filters
+    let woe: Vec<Vec<f64>> = binnings
+        .iter()
+        .zip(&train.columns)
+        .map(|(b, c)| {
+            if b.iv >= cfg.iv_min {
+                woe_column(b, &c.values)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let mut selected: Vec<usize> = Vec::new();
+    for &k in &order {
+        if binnings[k].iv < cfg.iv_min || binnings[k].n_regular() < 1 {
+            status[k] = "low_iv".into();
+            continue;
+        }
+        if let Some(&other) = selected
+            .iter()
+            .find(|&&s| pearson(&woe[k], &woe[s]).abs() > cfg.max_corr)
+        {
+            status[k] = format!("correlated_with:{}", train.columns[other].meta.name);
+            continue;
+        }
+        selected.push(k);
+    }
+    let detail = || {
+        order
+            .iter()
+            .map(|&k| format!("{} IV {:.4}", train.columns[k].meta.name, binnings[k].iv))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if selected.is_empty() {
+        return Err(ModelError::NoFeatures {
+            iv_min: cfg.iv_min,
+            detail: detail(),
+        });
+    }
+
+    // 3. fit with sign check
+    let all_rows: Vec<usize> = (0..target.len()).collect();
+    let (alpha, grid, b0, coefs) = loop {
+        let (alpha, grid) = choose_alpha(&woe, &selected, target, cfg)?;
+        let (b0, coefs) = fit_logistic(
+            &woe,
+            &selected,
+            &all_rows,
+            target,
+            alpha,
+            cfg.max_iterations,
+        )?;
+        // offenders: coefficient >= 0; drop the lowest-IV one (selected is in descending IV order)
+        match (0..selected.len()).rev().find(|&j| coefs[j] >= 0.0) {
+            None => break (alpha, grid, b0, coefs),
+            Some(j) => {
+                status[selected[j]] = "wrong_sign".into();
+                selected.remove(j);
+                if selected.is_empty() {
+                    return Err(ModelError::NoFeatures {
+                        iv_min: cfg.iv_min,
+                        detail: detail(),
+                    });
+                }
+            }
+        }
+    };
+    for &k in &selected {
+        status[k] = "selected".into();
+    }
+
+    // 4. scorecard
+    let nf = selected.len();
+    let features: Vec<ScorecardFeature> = selected
+        .iter()
+        .zip(&coefs)
+        .enumerate()
+        .map(|(pos, (&k, &c))| {
+            let b = binnings[k].clone();
+            ScorecardFeature {
+                meta: train.columns[k].meta.clone(),
+                code: format!("R{:02}", pos + 1),
+                coefficient: c,
+                points: bin_points(c, b.bins.iter().map(|x| x.woe), &scaling, b0, nf),
+                binning: b,
+            }
+        })
+        .collect();
+    let created = match &cfg.created {
+        Some(c) => c.clone(),
+        None => chrono::Utc::now().to_rfc3339(),
+    };
+    let sc = Scorecard {
+        schema_version: SCHEMA_VERSION,
+        model_version: cfg.model_version.clone(),
+        created,
+        pipeline_hash: cfg.pipeline_hash.clone(),
+        training_fingerprint: fingerprint(train),
+        scaling,
+        intercept: b0,
+        features,
+        bands: band_table(),
+        metrics: ModelMetrics {
+            train: None,
+            test: None,
+            train_score_distribution: ScoreDistribution {
+                edges: vec![],
+                shares: vec![],
+            },
+        },
+        training: TrainingInfo {
+            n_train: train.n_rows(),
+            n_test: test.map(|t| t.n_rows()).unwrap_or(0),
+            alpha,
+            alpha_grid: grid,
+            candidates: order
+                .iter()
+                .map(|&k| CandidateReport {
+                    name: train.columns[k].meta.name.clone(),
+                    iv: binnings[k].iv,
+                    status: status[k].clone(),
+                })
+                .collect(),
+        },
+        challenger: None,
+    };
+    sc.validate().map_err(ModelError::Fit)?;
+    let mut sc = sc.canonicalize()?;
+
+    // 5. metrics from the canonical (= saved) model
+    let train_res = sc.score_dataset(train)?;
+    let train_pd: Vec<f64> = train_res.iter().map(|r| r.pd).collect();
+    let train_scores: Vec<f64> = train_res.iter().map(|r| r.score as f64).collect();
+    let edges = metrics::score_psi_edges();
+    sc.metrics.train_score_distribution = ScoreDistribution {
+        shares: metrics::bin_shares(&train_scores, &edges),
+        edges,
+    };
+    sc.metrics.train = summarize(&train_pd, target);
+    let test_pd = match (test, test_target) {
+        (Some(t), Some(tt)) => {
+            let pd: Vec<f64> = sc.score_dataset(t)?.iter().map(|r| r.pd).collect();
+            sc.metrics.test = summarize(&pd, tt);
+            Some(pd)
+        }
+        _ => None,
+    };
+
+    // 6. challenger on the same features
+    let challenger = match &cfg.challenger {
+        Some(ccfg) => {
+            let names: Vec<String> = sc.features.iter().map(|f| f.meta.name.clone()).collect();
+            let bins: Vec<FeatureBinning> = sc.features.iter().map(|f| f.binning.clone()).collect();
+            let forest = Forest::fit(train, &names, &bins, ccfg)?;
+            let tr = forest.predict_dataset(train)?;
+            let te = match (test, test_target) {
+                (Some(t), Some(tt)) => summarize(&forest.predict_dataset(t)?, tt),
+                _ => None,
+            };
+            sc.challenger = Some(ChallengerSummary {
+                kind: "random_forest(linfa-trees)".into(),
+                n_trees: ccfg.n_trees,
+                max_depth: ccfg.max_depth,
+                train: summarize(&tr, target),
+                test: te,
+            });
+            Some(forest)
+        }
+        None => None,
+    };
+    Ok(TrainedModel {
+        scorecard: sc,
+        challenger,
+        train_pd,
+        test_pd,
+    })
+}
