@@ -20,12 +20,17 @@ pub struct ModelBundle {
 impl ModelBundle {
     /// Loads and cross-checks a model directory. Refuses a scorecard trained on another pipeline.
     pub fn load(dir: &Path) -> Result<ModelBundle, String> {
-        let pipeline = Pipeline::load(&dir.join(PIPELINE_FILE)).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let pipeline = Pipeline::load(&dir.join(PIPELINE_FILE))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         let scorecard = Scorecard::load(dir).map_err(|e| e.to_string())?;
         Self::new(dir, pipeline, scorecard)
     }
 
-    pub fn new(dir: &Path, pipeline: Pipeline, scorecard: Scorecard) -> Result<ModelBundle, String> {
+    pub fn new(
+        dir: &Path,
+        pipeline: Pipeline,
+        scorecard: Scorecard,
+    ) -> Result<ModelBundle, String> {
         match scorecard.pipeline_hash.as_deref() {
             Some(h) if h == pipeline.hash() => {}
             Some(h) => {
@@ -38,16 +43,29 @@ impl ModelBundle {
             }
             None => return Err(format!("{}: the scorecard records no pipeline hash", dir.display())),
         }
-        let names: Vec<&str> = pipeline.spec.features.iter().map(|f| f.meta.name.as_str()).collect();
+        let names: Vec<&str> = pipeline
+            .spec
+            .features
+            .iter()
+            .map(|f| f.meta.name.as_str())
+            .collect();
         let mut index = Vec::new();
         for f in scorecard.features() {
-            let i = names
-                .iter()
-                .position(|n| *n == f.name)
-                .ok_or_else(|| format!("{}: the scorecard uses feature '{}' that the pipeline lacks", dir.display(), f.name))?;
+            let i = names.iter().position(|n| *n == f.name).ok_or_else(|| {
+                format!(
+                    "{}: the scorecard uses feature '{}' that the pipeline lacks",
+                    dir.display(),
+                    f.name
+                )
+            })?;
             index.push(i);
         }
-        Ok(ModelBundle { dir: dir.to_path_buf(), pipeline, scorecard, index })
+        Ok(ModelBundle {
+            dir: dir.to_path_buf(),
+            pipeline,
+            scorecard,
+            index,
+        })
     }
 
     pub fn version(&self) -> &str {
@@ -56,8 +74,16 @@ impl ModelBundle {
 
     /// Scores one user from the pipeline's feature row (pipeline order).
     pub fn score(&self, pipeline_row: &[FeatureValue]) -> ScoreResult {
-        let values: Vec<FeatureValue> =
-            self.index.iter().map(|&i| pipeline_row.get(i).cloned().unwrap_or(FeatureValue::Missing)).collect();
+        let values: Vec<FeatureValue> = self
+            .index
+            .iter()
+            .map(|&i| {
+                pipeline_row
+                    .get(i)
+                    .cloned()
+                    .unwrap_or(FeatureValue::Missing)
+            })
+            .collect();
         self.scorecard.score_row(&values)
     }
 }

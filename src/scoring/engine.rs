@@ -1,63 +1,419 @@
-//! The scoring engine: loaded model bundles, the online feature store and the rule set, each
-//! swappable at run time. INTERIM SKELETON: the lead replaces the bodies with the real engine.
+//! The scoring engine: model bundles, the online feature store and the rule set, each swapped
+//! atomically on reload (in-flight calls finish on the version they started with).
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use chrono::NaiveDate;
 
+use crate::domain::{Band, FeatureValue};
+use crate::rules::{InProcessVelocity, RuleInput, RuleSet, VelocityCounts, VelocityStore};
+
+use super::bundle::ModelBundle;
+use super::store::FeatureStore;
 use super::types::*;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Directory holding one sub-directory per model version (e.g. `models/`), or a single model dir.
+    /// A model directory, or a directory of model directories (one per version).
     pub model_dir: PathBuf,
+    /// Sub-directory name of the champion when `model_dir` holds several (default `default`).
+    pub champion: String,
     /// Raw tables of the population the store materialises (e.g. `datasets/demo`).
     pub data_dir: PathBuf,
-    /// Rule files (one policy per scenario).
+    /// Rule files (one policy per scenario) and `lists/`.
     pub rules_dir: PathBuf,
     /// Features are computed as of this date.
     pub as_of: NaiveDate,
 }
 
+impl EngineConfig {
+    /// The shipped demo: `models/default` over `datasets/demo` with `rules/`, under `root`.
+    pub fn demo(root: &Path) -> EngineConfig {
+        EngineConfig {
+            model_dir: root.join("models"),
+            champion: "default".into(),
+            data_dir: root.join("datasets/demo"),
+            rules_dir: root.join("rules"),
+            as_of: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default(),
+        }
+    }
+}
+
+/// What is swapped together on a model reload.
+struct Models {
+    /// Champion first.
+    bundles: Vec<Arc<ModelBundle>>,
+    /// One store per distinct pipeline.
+    stores: HashMap<String, Arc<FeatureStore>>,
+}
+
+impl Models {
+    fn champion(&self) -> &Arc<ModelBundle> {
+        &self.bundles[0]
+    }
+    fn find(&self, version: Option<&str>) -> Result<&Arc<ModelBundle>, ScoringError> {
+        match version.filter(|v| !v.is_empty()) {
+            None => Ok(self.champion()),
+            Some(v) => self
+                .bundles
+                .iter()
+                .find(|b| b.version() == v)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = self.bundles.iter().map(|b| b.version()).collect();
+                    ScoringError::invalid(
+                        "model_version",
+                        format!("unknown model version '{v}' (loaded: {})", known.join(", ")),
+                    )
+                }),
+        }
+    }
+    fn store(&self, bundle: &ModelBundle) -> Result<&Arc<FeatureStore>, ScoringError> {
+        self.stores.get(bundle.pipeline.hash()).ok_or_else(|| {
+            ScoringError::Internal(format!("no feature store for model {}", bundle.version()))
+        })
+    }
+}
+
 pub struct ScoringEngine {
     config: EngineConfig,
+    models: ArcSwap<Models>,
+    rules: ArcSwap<RuleSet>,
+    velocity: Box<dyn VelocityStore>,
+    /// Reloads are serialised; scoring never waits on it.
+    reload_lock: Mutex<()>,
 }
 
 impl ScoringEngine {
     /// Loads models, rules and materialises the store. Blocking and CPU heavy: call it from
     /// `spawn_blocking`.
     pub fn load(config: EngineConfig) -> Result<ScoringEngine, ScoringError> {
-        Err(ScoringError::Unavailable(format!(
-            "engine not built yet ({})",
-            config.model_dir.display()
-        )))
+        let models = load_models(&config, None)?;
+        let rules = load_rules(&config, &models)?;
+        Ok(ScoringEngine {
+            config,
+            models: ArcSwap::from_pointee(models),
+            rules: ArcSwap::from_pointee(rules),
+            velocity: Box::new(InProcessVelocity::default()),
+            reload_lock: Mutex::new(()),
+        })
     }
-    /// Scores one request. CPU only (no I/O); safe to call from many threads.
-    pub fn score(&self, _input: &ScoreInput) -> Result<ScoreOutcome, ScoringError> {
-        Err(ScoringError::Unavailable("engine not built yet".into()))
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
-    pub fn model_info(&self, _version: Option<&str>) -> Result<ModelInfo, ScoringError> {
-        Err(ScoringError::Unavailable("engine not built yet".into()))
+
+    /// Scores one partner request: features from the store (or inline rows), scorecard, rules.
+    /// CPU only; safe from many threads.
+    pub fn score(&self, input: &ScoreInput) -> Result<ScoreOutcome, ScoringError> {
+        if input.user_id.trim().is_empty() {
+            return Err(ScoringError::invalid("user_id", "must not be empty"));
+        }
+        let rules = self.rules.load();
+        if !rules.has_scenario(&input.scenario) {
+            return Err(unknown_scenario(&input.scenario, rules.scenarios()));
+        }
+        let models = self.models.load();
+        let bundle = models.find(input.model_version.as_deref())?;
+        let store = models.store(bundle)?;
+        let inline_row;
+        let row: &[FeatureValue] = match (&input.applicant, store.get(&input.user_id)) {
+            (None, Some(row)) => row,
+            (Some(data), _) => {
+                inline_row = store.compute_inline(&bundle.pipeline, &input.user_id, data)?;
+                &inline_row
+            }
+            (None, None) => {
+                return Err(ScoringError::NotFound(format!(
+                    "user_id: no features for this user as of {} and the request carries no applicant data",
+                    store.as_of
+                )))
+            }
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let velocity = self
+            .velocity
+            .record(&input.user_id, &input.partner_id, now_ms);
+        Ok(decide(bundle, &rules, row, input, velocity, store.as_of))
     }
-    /// Validates every model on disk, then swaps them in; on error the old ones keep serving.
+
+    /// Scores users in bulk from precomputed pipeline rows (batch jobs): same scorecard and
+    /// rules as `score`, no velocity recorded (a batch is not a partner query).
+    pub fn score_rows<'a>(
+        &self,
+        scenario: Option<&str>,
+        rows: impl Iterator<Item = (&'a str, &'a [FeatureValue])>,
+    ) -> Result<Vec<ScoreOutcome>, ScoringError> {
+        let rules = self.rules.load();
+        if let Some(s) = scenario {
+            if !rules.has_scenario(s) {
+                return Err(unknown_scenario(s, rules.scenarios()));
+            }
+        }
+        let models = self.models.load();
+        let bundle = models.champion();
+        let as_of = models.store(bundle)?.as_of;
+        Ok(rows
+            .map(|(user, row)| {
+                let input = ScoreInput {
+                    user_id: user.to_string(),
+                    scenario: scenario.unwrap_or_default().to_string(),
+                    partner_id: "batch".into(),
+                    ..Default::default()
+                };
+                decide(
+                    bundle,
+                    &rules,
+                    row,
+                    &input,
+                    VelocityCounts::default(),
+                    as_of,
+                )
+            })
+            .collect())
+    }
+
+    pub fn model_info(&self, version: Option<&str>) -> Result<ModelInfo, ScoringError> {
+        let models = self.models.load();
+        let b = models.find(version)?;
+        let sc = &b.scorecard;
+        let mut metrics = BTreeMap::new();
+        for (split, s) in [("train", &sc.metrics.train), ("test", &sc.metrics.test)] {
+            if let Some(s) = s {
+                metrics.insert(format!("{split}_auc"), s.auc);
+                metrics.insert(format!("{split}_ks"), s.ks);
+                metrics.insert(format!("{split}_gini"), s.gini);
+            }
+        }
+        Ok(ModelInfo {
+            model_version: b.version().to_string(),
+            pipeline_hash: b.pipeline.hash().to_string(),
+            features: sc.features(),
+            base_score: sc.scaling.base_score,
+            base_odds: sc.scaling.base_odds,
+            pdo: sc.scaling.pdo,
+            bands: Band::ALL
+                .iter()
+                .map(|b| (*b, b.range().0, b.range().1))
+                .collect(),
+            metrics,
+            is_champion: Arc::ptr_eq(b, models.champion()),
+        })
+    }
+
+    /// Validates every model on disk (and builds stores for new pipelines), then swaps them in;
+    /// on any error the old ones keep serving. Returns the champion's version.
     pub fn reload_models(&self) -> Result<String, ScoringError> {
-        Err(ScoringError::Unavailable("engine not built yet".into()))
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.models.load_full();
+        let models = load_models(&self.config, Some(&current))?;
+        // The rules must still validate against the new champion's features.
+        let rules = load_rules(&self.config, &models)?;
+        let version = models.champion().version().to_string();
+        self.models.store(Arc::new(models));
+        self.rules.store(Arc::new(rules));
+        tracing::info!(version = %version, "models reloaded");
+        Ok(version)
     }
+
     /// Validates the rule files, then swaps them in; on error the old rules keep serving.
     pub fn reload_rules(&self) -> Result<String, ScoringError> {
-        Err(ScoringError::Unavailable("engine not built yet".into()))
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let models = self.models.load();
+        let rules = load_rules(&self.config, &models)?;
+        let version = rules.version.clone();
+        self.rules.store(Arc::new(rules));
+        tracing::info!(version = %version, "rules reloaded");
+        Ok(version)
     }
+
+    /// Recomputes the feature store from the data directory and swaps it in.
+    pub fn refresh_store(&self) -> Result<usize, ScoringError> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.models.load_full();
+        let mut stores = HashMap::new();
+        for b in &current.bundles {
+            if !stores.contains_key(b.pipeline.hash()) {
+                let s = FeatureStore::build(&b.pipeline, &self.config.data_dir, self.config.as_of)
+                    .map_err(|e| ScoringError::Unavailable(format!("feature store: {e}")))?;
+                stores.insert(b.pipeline.hash().to_string(), Arc::new(s));
+            }
+        }
+        let users = stores.values().map(|s| s.len()).max().unwrap_or(0);
+        self.models.store(Arc::new(Models {
+            bundles: current.bundles.clone(),
+            stores,
+        }));
+        Ok(users)
+    }
+
+    /// The rule set in force (for metrics: per-rule hit counters).
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
     pub fn status(&self) -> EngineStatus {
+        let models = self.models.load();
+        let rules = self.rules.load();
+        let champion = models.champion();
         EngineStatus {
-            champion_version: String::new(),
-            model_versions: vec![],
-            rules_version: String::new(),
-            scenarios: vec![],
-            store_users: 0,
+            champion_version: champion.version().to_string(),
+            model_versions: models
+                .bundles
+                .iter()
+                .map(|b| b.version().to_string())
+                .collect(),
+            rules_version: rules.version.clone(),
+            scenarios: rules.scenarios().to_vec(),
+            store_users: models
+                .stores
+                .get(champion.pipeline.hash())
+                .map(|s| s.len())
+                .unwrap_or(0),
             features_as_of: self.config.as_of,
         }
     }
-    pub fn has_scenario(&self, _scenario: &str) -> bool {
-        false
+
+    pub fn has_scenario(&self, scenario: &str) -> bool {
+        self.rules.load().has_scenario(scenario)
     }
+
+    /// The champion's feature row for a stored user (pipeline order), e.g. for parity checks.
+    pub fn stored_features(&self, user_id: &str) -> Option<Vec<FeatureValue>> {
+        let models = self.models.load();
+        let store = models.store(models.champion()).ok()?;
+        store.get(user_id).map(|r| r.to_vec())
+    }
+}
+
+fn unknown_scenario(s: &str, known: &[String]) -> ScoringError {
+    ScoringError::invalid(
+        "scenario",
+        format!("unknown scenario '{s}' (known: {})", known.join(", ")),
+    )
+}
+
+/// Scorecard + rules for one user: the one place a decision is made, online or in batch.
+fn decide(
+    bundle: &ModelBundle,
+    rules: &RuleSet,
+    row: &[FeatureValue],
+    input: &ScoreInput,
+    velocity: VelocityCounts,
+    as_of: NaiveDate,
+) -> ScoreOutcome {
+    let result = bundle.score(row);
+    let features = bundle.pipeline.spec.feature_metas();
+    let eval = if input.scenario.is_empty() {
+        None
+    } else {
+        Some(rules.evaluate(&RuleInput {
+            scenario: &input.scenario,
+            partner: &input.partner_id,
+            user_id: &input.user_id,
+            score: result.score,
+            band: result.band,
+            pd: result.pd,
+            dimension_scores: &result.dimension_scores,
+            feature_names: &features,
+            feature_values: row,
+            velocity,
+        }))
+    };
+    let (decision, rule_hits, params) = match eval {
+        Some(e) => (e.decision, e.hits, e.params),
+        None => (Decision::Review, vec![], BTreeMap::new()),
+    };
+    ScoreOutcome {
+        request_id: input.request_id.clone(),
+        user_id: input.user_id.clone(),
+        score: result.score,
+        band: result.band,
+        probability_of_default: result.pd,
+        dimension_scores: result.dimension_scores,
+        reasons: result.reasons,
+        decision,
+        rule_hits,
+        params,
+        model_version: bundle.version().to_string(),
+        features_as_of: as_of,
+    }
+}
+
+fn model_dirs(config: &EngineConfig) -> Result<Vec<PathBuf>, ScoringError> {
+    let root = &config.model_dir;
+    if root.join(crate::model::scorecard::SCORECARD_FILE).is_file() {
+        return Ok(vec![root.clone()]);
+    }
+    let entries = std::fs::read_dir(root).map_err(|e| {
+        ScoringError::Unavailable(format!(
+            "cannot read model directory {}: {e}",
+            root.display()
+        ))
+    })?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(crate::model::scorecard::SCORECARD_FILE).is_file())
+        .collect();
+    dirs.sort();
+    let champion = root.join(&config.champion);
+    let Some(pos) = dirs.iter().position(|d| *d == champion) else {
+        return Err(ScoringError::Unavailable(format!(
+            "champion model '{}' not found under {}",
+            config.champion,
+            root.display()
+        )));
+    };
+    let c = dirs.remove(pos);
+    dirs.insert(0, c);
+    Ok(dirs)
+}
+
+/// Loads every model (champion first) and a store per pipeline, reusing `current`'s stores
+/// for unchanged pipelines. All or nothing.
+fn load_models(
+    config: &EngineConfig,
+    current: Option<&Arc<Models>>,
+) -> Result<Models, ScoringError> {
+    let mut bundles = Vec::new();
+    for dir in model_dirs(config)? {
+        let b = ModelBundle::load(&dir).map_err(ScoringError::Unavailable)?;
+        if bundles
+            .iter()
+            .any(|x: &Arc<ModelBundle>| x.version() == b.version())
+        {
+            return Err(ScoringError::Unavailable(format!(
+                "two model directories carry version '{}'",
+                b.version()
+            )));
+        }
+        bundles.push(Arc::new(b));
+    }
+    let mut stores: HashMap<String, Arc<FeatureStore>> = HashMap::new();
+    for b in &bundles {
+        let hash = b.pipeline.hash().to_string();
+        if stores.contains_key(&hash) {
+            continue;
+        }
+        if let Some(s) = current.and_then(|c| c.stores.get(&hash)) {
+            stores.insert(hash, s.clone());
+            continue;
+        }
+        let store =
+            FeatureStore::build(&b.pipeline, &config.data_dir, config.as_of).map_err(|e| {
+                ScoringError::Unavailable(format!("feature store for model {}: {e}", b.version()))
+            })?;
+        stores.insert(hash, Arc::new(store));
+    }
+    Ok(Models { bundles, stores })
+}
+
+fn load_rules(config: &EngineConfig, models: &Models) -> Result<RuleSet, ScoringError> {
+    RuleSet::load(
+        &config.rules_dir,
+        &models.champion().pipeline.spec.feature_metas(),
+    )
+    .map_err(|e| ScoringError::Unavailable(format!("rules refused: {e}")))
 }

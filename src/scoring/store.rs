@@ -21,11 +21,20 @@ pub struct FeatureStore {
 
 impl FeatureStore {
     /// Runs the batch pipeline over `data_dir` and keeps one row per user.
-    pub fn build(pipeline: &Pipeline, data_dir: &Path, as_of: NaiveDate) -> Result<FeatureStore, FeatureError> {
+    pub fn build(
+        pipeline: &Pipeline,
+        data_dir: &Path,
+        as_of: NaiveDate,
+    ) -> Result<FeatureStore, FeatureError> {
         let raw = Tables::open_dir(&pipeline.spec, data_dir)?.collect_all()?;
         let df = pipeline.compute(&raw, as_of)?;
         let ds = to_dataset(&df, &pipeline.spec)?;
-        Ok(FeatureStore { pipeline_hash: pipeline.hash().to_string(), as_of, rows: rows_of(&ds), raw })
+        Ok(FeatureStore {
+            pipeline_hash: pipeline.hash().to_string(),
+            as_of,
+            rows: rows_of(&ds),
+            raw,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -58,16 +67,22 @@ impl FeatureStore {
         let df = pipeline
             .compute_for_users(&tables, self.as_of, &[user_id.to_string()])
             .map_err(|e| ScoringError::Internal(format!("inline features: {e}")))?;
-        let ds = to_dataset(&df, &pipeline.spec).map_err(|e| ScoringError::Internal(e.to_string()))?;
+        let ds =
+            to_dataset(&df, &pipeline.spec).map_err(|e| ScoringError::Internal(e.to_string()))?;
         if ds.n_rows() != 1 {
-            return Err(ScoringError::invalid("applicant.identity", "inline data must describe the user (identity facts are required)"));
+            return Err(ScoringError::invalid(
+                "applicant.identity",
+                "inline data must describe the user (identity facts are required)",
+            ));
         }
         Ok(ds.row(0))
     }
 }
 
 fn rows_of(ds: &Dataset) -> HashMap<String, Vec<FeatureValue>> {
-    (0..ds.n_rows()).map(|i| (ds.ids[i].clone(), ds.row(i))).collect()
+    (0..ds.n_rows())
+        .map(|i| (ds.ids[i].clone(), ds.row(i)))
+        .collect()
 }
 
 /// Inline rows → one-user frames in the generated tables' schemas, appended to the stored ones.
@@ -76,7 +91,10 @@ mod inline {
 
     fn date_col(name: &str, v: Vec<Option<NaiveDate>>) -> Result<Column, PolarsError> {
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-        let days: Vec<Option<i32>> = v.into_iter().map(|d| d.map(|d| (d - epoch).num_days() as i32)).collect();
+        let days: Vec<Option<i32>> = v
+            .into_iter()
+            .map(|d| d.map(|d| (d - epoch).num_days() as i32))
+            .collect();
         Column::new(name.into(), days).cast(&DataType::Date)
     }
 
@@ -86,7 +104,9 @@ mod inline {
 
     /// Appends `extra` to the stored table `name`, aligning to its schema (missing columns null).
     fn append(tables: &mut Tables, name: &str, extra: DataFrame) -> Result<(), ScoringError> {
-        let Ok(stored) = tables.get(name) else { return Ok(()) };
+        let Ok(stored) = tables.get(name) else {
+            return Ok(());
+        };
         let schema = stored
             .clone()
             .collect_schema()
@@ -95,7 +115,9 @@ mod inline {
         let mut cols = Vec::new();
         for (col_name, dtype) in schema.iter() {
             let c = match extra.column(col_name.as_str()) {
-                Ok(c) => c.cast(dtype).map_err(|e| ScoringError::invalid(&format!("applicant.{name}"), e.to_string()))?,
+                Ok(c) => c.cast(dtype).map_err(|e| {
+                    ScoringError::invalid(&format!("applicant.{name}"), e.to_string())
+                })?,
                 Err(_) => Column::full_null(col_name.clone(), n, dtype),
             };
             cols.push(c);
@@ -144,11 +166,24 @@ mod inline {
                 vec![
                     Column::new("user_id".into(), vec![user; n]),
                     ts_col("ts", tx.iter().map(|r| r.ts_ms).collect()).map_err(internal)?,
-                    Column::new("kind".into(), tx.iter().map(|r| r.kind.clone()).collect::<Vec<_>>()),
-                    Column::new("amount".into(), tx.iter().map(|r| r.amount).collect::<Vec<_>>()),
-                    Column::new("merchant_category".into(), tx.iter().map(|r| r.merchant_category.clone()).collect::<Vec<_>>()),
-                    date_col("due_date", tx.iter().map(|r| r.due_date).collect()).map_err(internal)?,
-                    date_col("paid_date", tx.iter().map(|r| r.paid_date).collect()).map_err(internal)?,
+                    Column::new(
+                        "kind".into(),
+                        tx.iter().map(|r| r.kind.clone()).collect::<Vec<_>>(),
+                    ),
+                    Column::new(
+                        "amount".into(),
+                        tx.iter().map(|r| r.amount).collect::<Vec<_>>(),
+                    ),
+                    Column::new(
+                        "merchant_category".into(),
+                        tx.iter()
+                            .map(|r| r.merchant_category.clone())
+                            .collect::<Vec<_>>(),
+                    ),
+                    date_col("due_date", tx.iter().map(|r| r.due_date).collect())
+                        .map_err(internal)?,
+                    date_col("paid_date", tx.iter().map(|r| r.paid_date).collect())
+                        .map_err(internal)?,
                 ],
             )
             .map_err(internal)?;
@@ -162,9 +197,18 @@ mod inline {
                 vec![
                     Column::new("user_id".into(), vec![user; n]),
                     ts_col("ts", bh.iter().map(|r| r.ts_ms).collect()).map_err(internal)?,
-                    Column::new("event".into(), bh.iter().map(|r| r.event.clone()).collect::<Vec<_>>()),
-                    Column::new("device_id".into(), bh.iter().map(|r| r.device_id.clone()).collect::<Vec<_>>()),
-                    Column::new("ip_city".into(), bh.iter().map(|r| r.ip_city.clone()).collect::<Vec<_>>()),
+                    Column::new(
+                        "event".into(),
+                        bh.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
+                    ),
+                    Column::new(
+                        "device_id".into(),
+                        bh.iter().map(|r| r.device_id.clone()).collect::<Vec<_>>(),
+                    ),
+                    Column::new(
+                        "ip_city".into(),
+                        bh.iter().map(|r| r.ip_city.clone()).collect::<Vec<_>>(),
+                    ),
                 ],
             )
             .map_err(internal)?;
@@ -177,9 +221,18 @@ mod inline {
                 n,
                 vec![
                     Column::new("src".into(), vec![user; n]),
-                    Column::new("dst".into(), rel.iter().map(|r| r.other_user_id.clone()).collect::<Vec<_>>()),
-                    Column::new("kind".into(), rel.iter().map(|r| r.kind.clone()).collect::<Vec<_>>()),
-                    date_col("since", rel.iter().map(|r| Some(r.since)).collect()).map_err(internal)?,
+                    Column::new(
+                        "dst".into(),
+                        rel.iter()
+                            .map(|r| r.other_user_id.clone())
+                            .collect::<Vec<_>>(),
+                    ),
+                    Column::new(
+                        "kind".into(),
+                        rel.iter().map(|r| r.kind.clone()).collect::<Vec<_>>(),
+                    ),
+                    date_col("since", rel.iter().map(|r| Some(r.since)).collect())
+                        .map_err(internal)?,
                 ],
             )
             .map_err(internal)?;

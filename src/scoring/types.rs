@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Band, Dimension, FeatureValue};
+use crate::domain::{Band, Dimension};
 
 /// Largest inline list a request may carry (per list), so one call cannot pin the server.
 pub const MAX_INLINE_ROWS: usize = 10_000;
@@ -98,15 +98,8 @@ pub struct RuleHit {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReasonCode {
-    pub code: String,
-    pub feature: String,
-    pub dimension: Dimension,
-    pub text: String,
-    pub value: FeatureValue,
-    pub points_lost: f64,
-}
+/// A ranked adverse factor (FICO-style): the scorecard's own type, re-exported for callers.
+pub use crate::model::Reason as ReasonCode;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreOutcome {
