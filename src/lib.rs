@@ -2,3 +2,4 @@
 //! raw tables → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` → `service` / `batch` / `eval`.
 
 pub mod domain;
+pub mod datasets;
