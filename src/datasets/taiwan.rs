@@ -55,7 +55,8 @@ struct Holder {
     sex: i32,
     education: i32,
     marriage: i32,
-    age: i32,
+    /// Null when the file has no value (the shipped copy has `nan` for two holders).
+    age: Option<i32>,
     /// Index 0 = September (PAY_0), 5 = April (PAY_6).
     pay: [i32; 6],
     bill: [f64; 6],
@@ -99,7 +100,12 @@ fn parse_csv(path: &Path) -> Result<Vec<Holder>, DatasetError> {
         if fields.len() != names.len() {
             return Err(csv_err(line_no, format!("expected {} fields, found {}", names.len(), fields.len())));
         }
+        // Numbers may be written in scientific notation ("2.00E+05"); missing values are
+        // accepted only where the schema is nullable (AGE).
         let num = |c: usize| -> Result<f64, DatasetError> {
+            if is_missing(fields[c]) {
+                return Err(csv_err(line_no, format!("column {}: missing value", names[c])));
+            }
             fields[c]
                 .parse::<f64>()
                 .ok()
@@ -145,7 +151,7 @@ fn parse_csv(path: &Path) -> Result<Vec<Holder>, DatasetError> {
             sex: small(c_sex)?,
             education: small(c_edu)?,
             marriage: small(c_mar)?,
-            age: small(c_age)?,
+            age: if is_missing(fields[c_age]) { None } else { Some(small(c_age)?) },
             pay,
             bill,
             paid_amt,
@@ -156,6 +162,10 @@ fn parse_csv(path: &Path) -> Result<Vec<Holder>, DatasetError> {
         return Err(csv_err(2, "no data rows".into()));
     }
     Ok(out)
+}
+
+fn is_missing(s: &str) -> bool {
+    s.is_empty() || ["nan", "na", "null", "none"].iter().any(|m| s.eq_ignore_ascii_case(m))
 }
 
 /// Month index k (0 = September 2005 … 5 = April 2005) → zero-based month of 2005.
@@ -191,7 +201,7 @@ pub fn load_taiwan(csv: &Path, out: &Path) -> Result<TaiwanSummary, DatasetError
         col_i32("sex", holders.iter().map(|h| h.sex).collect()),
         col_i32("education", holders.iter().map(|h| h.education).collect()),
         col_i32("marriage", holders.iter().map(|h| h.marriage).collect()),
-        col_i32("age", holders.iter().map(|h| h.age).collect()),
+        col_i32_opt("age", &holders.iter().map(|h| h.age).collect::<Vec<_>>()),
     ])?;
     w.finish()?;
 
@@ -280,5 +290,23 @@ mod tests {
         std::fs::write(&p, "ID,LIMIT_BAL\n1,abc\n").unwrap();
         let err = parse_csv(&p).err().expect("must fail");
         assert!(err.to_string().contains("missing column"), "{err}");
+    }
+
+    const HEADER: &str = "ID,LIMIT_BAL,SEX,EDUCATION,MARRIAGE,AGE,PAY_0,PAY_2,PAY_3,PAY_4,PAY_5,PAY_6,BILL_AMT1,BILL_AMT2,BILL_AMT3,BILL_AMT4,BILL_AMT5,BILL_AMT6,PAY_AMT1,PAY_AMT2,PAY_AMT3,PAY_AMT4,PAY_AMT5,PAY_AMT6,default.payment.next.month";
+
+    #[test]
+    fn scientific_notation_and_missing_age_are_read_but_other_gaps_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        let good = format!("{HEADER}\n1,2.00E+05,2,2,1,nan,2,2,-1,-1,-2,-2,3913,3102,689,0,0,0,0,689,0,0,0,0,1\n");
+        std::fs::write(&p, good).unwrap();
+        let h = parse_csv(&p).unwrap();
+        assert_eq!(h[0].limit_bal, 200_000.0);
+        assert_eq!(h[0].age, None);
+        assert_eq!(h[0].pay[0], 2);
+        let bad = format!("{HEADER}\n1,nan,2,2,1,30,2,2,-1,-1,-2,-2,3913,3102,689,0,0,0,0,689,0,0,0,0,1\n");
+        std::fs::write(&p, bad).unwrap();
+        let err = parse_csv(&p).err().expect("missing LIMIT_BAL must fail").to_string();
+        assert!(err.contains("line 2") && err.contains("LIMIT_BAL"), "{err}");
     }
 }
