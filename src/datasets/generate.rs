@@ -668,7 +668,7 @@ fn gen_user_events(seed: u64, i: u32, u: &User, rings: &[Ring], as_of: i32, buf:
     let per_year = months / 12.0;
     let mut ev: Vec<(i64, u8)> = Vec::with_capacity(32);
     let p_night = 0.03 + 0.22 * risk;
-    for _ in 0..poisson(r, months * 0.75 * activity) {
+    for _ in 0..poisson(r, months * 0.85 * activity) {
         let t = if r.random_bool(p_night) { random_time(r, 0, 5) } else { random_time(r, 7, 24) };
         ev.push((ts_at(day_in_window(r), t), 0));
     }
