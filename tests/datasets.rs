@@ -223,6 +223,32 @@ fn generated_tables_satisfy_the_invariants() {
     assert!(late_rate > 1.5 * rate, "30+ days late users default at {late_rate} vs overall {rate}");
 }
 
+#[test]
+fn files_have_the_exact_schemas_even_when_tables_are_empty() {
+    use sesame::datasets::schema;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("one");
+    let s = gen(1, 5, &dir);
+    assert_eq!((s.users, s.relations, s.judgments), (1, 0, 0));
+    assert!(s.oracle_auc.is_nan());
+    let expected = [
+        ("users", schema::users()),
+        ("transactions", schema::transactions()),
+        ("behaviors", schema::behaviors()),
+        ("relations", schema::relations()),
+        ("judgments", schema::judgments()),
+        ("labels", schema::labels()),
+        ("oracle", schema::oracle()),
+    ];
+    for (t, want) in expected {
+        let df = read(&dir, t);
+        assert_eq!(df.schema().as_ref(), &want, "{t} schema");
+    }
+    assert_eq!(read(&dir, "users").height(), 1);
+    assert_eq!(read(&dir, "judgments").height(), 0);
+    assert_eq!(read(&dir, "relations").height(), 0);
+}
+
 fn sesame() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sesame"))
 }
@@ -310,6 +336,8 @@ fn taiwan_loader_maps_the_uci_file() {
 
     let users = read(&out, "users");
     assert_eq!(users.height(), 30_000);
+    assert_eq!(users.schema().as_ref(), &sesame::datasets::schema::taiwan_users());
+    assert_eq!(read(&out, "transactions").schema().as_ref(), &sesame::datasets::schema::taiwan_transactions());
     let ids = i64s(&users, "id");
     let uids = strs(&users, "user_id");
     assert!(ids.iter().zip(&uids).all(|(i, u)| Some(i.unwrap().to_string()) == *u));

@@ -67,6 +67,7 @@ pub struct GenerateSummary {
     pub ring_members: usize,
     pub defaults: u64,
     pub default_rate: f64,
+    /// AUC of true_pd against defaulted; NaN when only one class occurs (tiny populations).
     pub oracle_auc: f64,
     pub seconds: f64,
 }
@@ -76,7 +77,7 @@ impl fmt::Display for GenerateSummary {
         write!(
             f,
             "generated {} users -> {}: transactions={} behaviors={} relations={} judgments={} fraud_rings={} ({} accounts) \
-             defaults={} default_rate={:.2}% oracle_auc={:.4} in {:.1}s",
+             defaults={} default_rate={:.2}% oracle_auc={} in {:.1}s",
             self.users,
             self.out.display(),
             self.transactions,
@@ -87,7 +88,7 @@ impl fmt::Display for GenerateSummary {
             self.ring_members,
             self.defaults,
             100.0 * self.default_rate,
-            self.oracle_auc,
+            if self.oracle_auc.is_finite() { format!("{:.4}", self.oracle_auc) } else { "n/a".to_string() },
             self.seconds
         )
     }
