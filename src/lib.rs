@@ -1,7 +1,8 @@
 //! Sesame: a credit-scoring service. One data path, one home per stage:
-//! raw tables → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` → `scoring`
-//! (the engine the `service` and `batch` share) → `eval`.
+//! raw tables (`datasets`) → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` →
+//! `scoring` (the engine the `service` and `batch` share) → `eval`.
 
+pub mod datasets;
 pub mod domain;
 pub mod eval;
 pub mod features;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "sesame",
     version,
-    about = "Sesame credit scoring: features, training, serving, batch, evaluation"
+    about = "Sesame credit scoring: data, features, training, serving, batch, evaluation"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -18,8 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a WoE scorecard (and a challenger) from a flat CSV/Parquet file or a pipeline's features.
-    Train(sesame::model::cli::TrainArgs),
+    /// Generate the seeded demo population or load real data (Taiwan).
+    #[command(subcommand)]
+    Datasets(sesame::datasets::DatasetsCommand),
     /// Compute a pipeline's feature table (one row per user) as of a date.
     Features {
         /// Pipeline file (TOML).
@@ -35,22 +36,54 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Train a WoE scorecard (and a challenger) from a flat CSV/Parquet file or a pipeline's features.
+    Train(sesame::model::cli::TrainArgs),
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SESAME_LOG"))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SESAME_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message spans several lines (details, usage, hint); keep it to one.
+            let msg = e.to_string();
+            let line: Vec<&str> = msg
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!(
+                "{}",
+                if line.is_empty() {
+                    "error: invalid arguments".to_string()
+                } else {
+                    line.join(" ")
+                }
+            );
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
-        Command::Train(args) => sesame::model::cli::run_train(args),
+        Command::Datasets(cmd) => sesame::datasets::run(cmd),
         Command::Features {
             pipeline,
             data,
             as_of,
             out,
         } => sesame::features::cli::run_features(&pipeline, &data, &as_of, &out),
+        Command::Train(args) => sesame::model::cli::run_train(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
