@@ -181,7 +181,7 @@ impl Pipeline {
             for t in &edge_tables {
                 let e = self
                     .edge_frame(tables, t, asof)?
-                    .filter(col(key).is_in(lit(str_series(&needed)), false));
+                    .filter(col(key).is_in(lit(str_series(&needed)).implode(false), false));
                 next.extend(collect_strings(e.select([col(NBR)]), NBR)?);
             }
             needed = next;
@@ -193,7 +193,7 @@ impl Pipeline {
                 let mine: Vec<String> = users.to_vec();
                 let values = rows
                     .clone()
-                    .filter(col(key).is_in(lit(str_series(&mine)), false))
+                    .filter(col(key).is_in(lit(str_series(&mine)).implode(false), false))
                     .select([col(column.as_str())]);
                 let sharers = rows.join(
                     values,
@@ -205,7 +205,7 @@ impl Pipeline {
             }
         }
 
-        let set = lit(str_series(&needed));
+        let set = lit(str_series(&needed)).implode(false);
         let mut narrowed = Tables::default();
         narrowed.frames.insert(
             self.spec.base_table.clone(),
@@ -640,7 +640,7 @@ impl Pipeline {
         Ok(if kinds.is_empty() {
             edges
         } else {
-            edges.filter(col("kind").is_in(lit(str_series(kinds)), false))
+            edges.filter(col("kind").is_in(lit(str_series(kinds)).implode(false), false))
         })
     }
 
@@ -878,11 +878,11 @@ fn conditions_mask(
             }
             Op::In(items) => {
                 let (a, s) = list(items)?;
-                a.is_in(lit(s), false)
+                a.is_in(lit(s).implode(false), false)
             }
             Op::NotIn(items) => {
                 let (a, s) = list(items)?;
-                a.is_in(lit(s), false).not()
+                a.is_in(lit(s).implode(false), false).not()
             }
             Op::Gt(v) | Op::Ge(v) | Op::Lt(v) | Op::Le(v) if is_text => {
                 let _ = v;
