@@ -1,6 +1,6 @@
 //! Flat files → polars `DataFrame` → `domain::Dataset`. The only polars code the model uses.
 //!
-//! * CSV: header row; empty cells and `NA` are null; types inferred from the first 10,000 rows.
+//! * CSV: header row; empty cells and `NA` are null; types inferred from all rows (so a late `1.00E+05` makes the column float rather than failing).
 //!   Parquet: read as stored.
 //! * Columns: numeric → `Numeric` (cast to f64), string / bool / anything else → `Categorical`
 //!   (bool as "true"/"false", others via polars' string cast); nulls stay missing.
@@ -79,7 +79,7 @@ pub fn read_table(path: &Path) -> Result<DataFrame, FrameError> {
         }
         "csv" | "txt" | "" => CsvReadOptions::default()
             .with_has_header(true)
-            .with_infer_schema_length(Some(10_000))
+            .with_infer_schema_length(None)
             .map_parse_options(|o| {
                 o.with_null_values(Some(NullValues::AllColumnsSingle("NA".into())))
                     .with_missing_is_null(true)

@@ -5,7 +5,9 @@
 //! a seeded bootstrap sample and a random subset of the features, then exported into a plain
 //! node table (left branch when x < threshold, as in linfa); a leaf's value is the smoothed bad
 //! rate of the in-bag rows that reach it. PD = mean leaf value over the trees. Deterministic for a
-//! given seed. Saved as `challenger.json`.
+//! given seed up to linfa-trees' own tie-breaking between equally good splits, which goes through a
+//! HashMap and can differ between runs (the scorecard itself is bit-reproducible). Saved as
+//! `challenger.json`.
 
 use linfa::prelude::*;
 use linfa_trees::{DecisionTree, SplitQuality, TreeNode};

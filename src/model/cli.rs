@@ -75,8 +75,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         &cfg,
     )
     .with_context(|| format!("training on {}", args.data.display()))?;
-    print_report(&model);
+    // write first: a closed stdout (e.g. `| head`) must not cost the model
     write_model_dir(&args.out, &model)?;
+    print_report(&model);
     println!("model written to {}", args.out.display());
     Ok(())
 }

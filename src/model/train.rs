@@ -2,7 +2,9 @@
 //! matrix, scale it into a [`Scorecard`]. Deterministic: no randomness except the challenger's
 //! seeded bootstrap.
 //!
-//! Selection: (1) IV ≥ `iv_min`; (2) candidates in descending IV order, a candidate is dropped if
+//! Selection: (1) IV ≥ `iv_min` (default 0: measured on the fixed split, the usual 0.02 cut
+//! cost German ~0.01 AUC and changed nothing on Taiwan; L2 and the sign check do the pruning) and
+//! a non-constant WoE column; (2) candidates in descending IV order, a candidate is dropped if
 //! its WoE column has |Pearson corr| > `max_corr` with an already kept one; (3) fit; with
 //! WoE = ln(good/bad share) every coefficient on ln(odds of bad) must be negative — while some
 //! coefficient is ≥ 0 the offender with the lowest IV is dropped and the model refitted.
@@ -52,9 +54,9 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             binning: BinningConfig::default(),
-            iv_min: 0.02,
+            iv_min: 0.0,
             max_corr: 0.8,
-            alphas: vec![100.0, 30.0, 10.0, 3.0, 1.0, 0.1],
+            alphas: vec![1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1],
             validation_every: 5,
             max_iterations: 500,
             base_score: 650.0,
@@ -305,8 +307,12 @@ pub fn train_dataset(
         .collect();
     let mut selected: Vec<usize> = Vec::new();
     for &k in &order {
-        if binnings[k].iv < cfg.iv_min || binnings[k].n_regular() < 1 {
+        if binnings[k].iv < cfg.iv_min {
             status[k] = "low_iv".into();
+            continue;
+        }
+        if woe[k].windows(2).all(|w| w[0] == w[1]) {
+            status[k] = "constant_woe".into();
             continue;
         }
         if let Some(&other) = selected
@@ -462,6 +468,9 @@ pub fn train_dataset(
         }
         None => None,
     };
+    // metrics are now in place: make the whole artifact a JSON fixed point (scoring fields
+    // already are, so predictions do not change)
+    let sc = sc.canonicalize()?;
     Ok(TrainedModel {
         scorecard: sc,
         challenger,
