@@ -394,7 +394,7 @@ fn make_rings(seed: u64, users: &mut [User], as_of: i32) -> Vec<Ring> {
             members,
             devices,
             burst_start,
-            busts: rng.random_bool(0.75),
+            busts: rng.random_bool(RING_BUST_RATE),
         });
     }
     rings
@@ -406,21 +406,39 @@ fn device_key(seed: u64, n: u64) -> u64 {
     permute48(seed, P_DEVICES, n)
 }
 
-/// true_pd = sigmoid(f(latent creditworthiness, ring membership and shock, unobserved noise)).
+/// Noise of the realised default logit that nothing at as-of reveals.
+const UNOBSERVED_SD: f64 = 0.75;
+/// Share of fraud rings that bust out in the label window (a future, shared shock).
+const RING_BUST_RATE: f64 = 0.75;
+
+/// E[sigmoid(x + sd·Z)], Z ~ N(0, 1), by the probit approximation (error < 0.02 in probability).
+fn expected_sigmoid(x: f64, sd: f64) -> f64 {
+    sigmoid(x / (1.0 + std::f64::consts::PI * sd * sd / 8.0).sqrt())
+}
+
+/// The label is drawn from the realised logit: latent creditworthiness, ring membership, the
+/// ring's bust-out shock and unobserved noise. `true_pd` is the probability of default given what
+/// exists at as-of (creditworthiness and ring membership), with the future shock and the noise
+/// integrated out — so the oracle is a ceiling a model can approach, not one it cannot see past.
 fn assign_labels(seed: u64, users: &mut [User], rings: &[Ring]) {
     for (i, u) in users.iter_mut().enumerate() {
         let mut rng = rng_for(seed, P_LABELS, i as u64);
         let unobserved = normal(&mut rng);
-        let mut logit = -3.35 - 1.35 * u.credit + 0.75 * unobserved;
-        if u.ring != NO_RING {
-            logit += if rings[u.ring as usize].busts {
+        let base = -3.35 - 1.35 * u.credit;
+        let (realised, pd) = if u.ring != NO_RING {
+            let shock = if rings[u.ring as usize].busts {
                 4.5
             } else {
                 1.5
             };
-        }
-        u.true_pd = sigmoid(logit);
-        u.defaulted = rng.random_bool(u.true_pd);
+            let pd = RING_BUST_RATE * expected_sigmoid(base + 4.5, UNOBSERVED_SD)
+                + (1.0 - RING_BUST_RATE) * expected_sigmoid(base + 1.5, UNOBSERVED_SD);
+            (base + shock, pd)
+        } else {
+            (base, expected_sigmoid(base, UNOBSERVED_SD))
+        };
+        u.true_pd = pd;
+        u.defaulted = rng.random_bool(sigmoid(realised + UNOBSERVED_SD * unobserved));
     }
 }
 

@@ -22,9 +22,9 @@ pub struct TrainArgs {
     /// CSV or Parquet file with one row per applicant.
     #[arg(long)]
     pub data: PathBuf,
-    /// Target column (1 = bad, or see --bad-value).
+    /// Target column (1 = bad, or see --bad-value). Pipeline mode: the label column (default `defaulted`).
     #[arg(long)]
-    pub target: String,
+    pub target: Option<String>,
     /// Value of the target meaning bad, for non-binary targets.
     #[arg(long)]
     pub bad_value: Option<String>,
@@ -43,16 +43,35 @@ pub struct TrainArgs {
     /// Skip the random-forest challenger.
     #[arg(long)]
     pub no_challenger: bool,
+    /// Pipeline mode: compute the features with this pipeline from the raw tables in `--data`
+    /// (a directory); the pipeline is copied into the model directory and its hash recorded.
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+    /// Pipeline mode: features as of this date (YYYY-MM-DD).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Pipeline mode: labels table keyed like the pipeline (default `<data>/labels.parquet`).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Model version recorded in the artifact.
+    #[arg(long)]
+    pub model_version: Option<String>,
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    if args.pipeline.is_some() {
+        return run_train_pipeline(args);
+    }
+    let Some(target) = args.target.clone() else {
+        anyhow::bail!("--target: required for a flat file (the column that marks bad rows)");
+    };
     let df = read_table(&args.data)?;
     let keys: Vec<i64> = match &args.split_key {
         Some(k) => integer_column(&df, k)?,
         None => (0..df.height() as i64).collect(),
     };
     let opts = FrameOptions {
-        target: args.target.clone(),
+        target,
         bad_value: args.bad_value.clone(),
         id_column: args.id_column.clone(),
         exclude: args.split_key.iter().cloned().collect(),
@@ -62,13 +81,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let is_train = |i: usize| keys.get(i).is_some_and(|k| k.rem_euclid(10) < 7);
     let train = ds.filter_rows(is_train);
     let test = ds.filter_rows(|i| !is_train(i));
-    let mut cfg = TrainConfig {
-        created: args.created.clone(),
-        ..Default::default()
-    };
-    if args.no_challenger {
-        cfg.challenger = None;
-    }
+    let cfg = train_config(&args, None);
     let model = train_dataset(
         &train,
         if test.n_rows() > 0 { Some(&test) } else { None },
@@ -76,9 +89,123 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("training on {}", args.data.display()))?;
     // write first: a closed stdout (e.g. `| head`) must not cost the model
-    write_model_dir(&args.out, &model)?;
+    write_model_dir(&args.out, &model, &[])?;
     print_report(&model);
     println!("model written to {}", args.out.display());
+    Ok(())
+}
+
+fn train_config(args: &TrainArgs, pipeline_hash: Option<String>) -> TrainConfig {
+    let mut cfg = TrainConfig {
+        created: args.created.clone(),
+        pipeline_hash,
+        ..Default::default()
+    };
+    if let Some(v) = &args.model_version {
+        cfg.model_version = v.clone();
+    }
+    if args.no_challenger {
+        cfg.challenger = None;
+    }
+    cfg
+}
+
+/// Pipeline mode: raw tables → the pipeline's features (the same code the service and batch
+/// use) → labels joined by key → fixed split → scorecard; the pipeline file travels with the model.
+fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
+    use crate::features::{to_dataset, Pipeline, Tables};
+    use polars::prelude::*;
+
+    let pipeline_path = args.pipeline.clone().unwrap_or_default();
+    let pipeline_text = std::fs::read_to_string(&pipeline_path)
+        .with_context(|| format!("--pipeline: cannot read {}", pipeline_path.display()))?;
+    let pipeline = Pipeline::load(&pipeline_path)?;
+    let as_of = crate::io::parse_date("--as-of", args.as_of.as_deref().unwrap_or(""))?;
+    let tables = Tables::open_dir(&pipeline.spec, &args.data)?;
+    let features = pipeline
+        .compute(&tables, as_of)
+        .context("computing features")?;
+    let key = pipeline.spec.key.clone();
+    let target = args.target.clone().unwrap_or_else(|| "defaulted".into());
+    let labels_path = args
+        .labels
+        .clone()
+        .unwrap_or_else(|| args.data.join("labels.parquet"));
+    let labels = read_table(&labels_path)?;
+    let labels = labels
+        .lazy()
+        .select([col(key.as_str()), col(target.as_str()).alias("__target")])
+        .collect()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--labels {}: needs columns '{key}' and '{target}': {e}",
+                labels_path.display()
+            )
+        })?;
+    let mut join = JoinArgs::new(JoinType::Inner);
+    join.maintain_order = MaintainOrderJoin::Left;
+    let joined = features
+        .lazy()
+        .join(
+            labels.lazy(),
+            [col(key.as_str())],
+            [col(key.as_str())],
+            join,
+        )
+        .collect()
+        .map_err(|e| anyhow::anyhow!("joining labels: {e}"))?;
+    let mut ds = to_dataset(&joined, &pipeline.spec)?;
+    let target_col = joined
+        .column("__target")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let as_text = target_col
+        .cast(&DataType::String)
+        .map_err(|e| anyhow::anyhow!("target '{target}': {e}"))?;
+    let bad_value = args.bad_value.clone();
+    let mut y = Vec::with_capacity(joined.height());
+    for (i, v) in as_text
+        .str()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .iter()
+        .enumerate()
+    {
+        let v = v.ok_or_else(|| anyhow::anyhow!("target '{target}': missing on row {i}"))?;
+        y.push(match (&bad_value, v) {
+            (Some(b), v) => u8::from(v == b),
+            (None, "1" | "true") => 1,
+            (None, "0" | "false") => 0,
+            (None, other) => {
+                anyhow::bail!("target '{target}': value '{other}' is not binary; pass --bad-value")
+            }
+        });
+    }
+    ds.target = Some(y);
+    let keys: Vec<i64> = match &args.split_key {
+        Some(k) => integer_column(&joined, k)?,
+        None => (0..joined.height() as i64).collect(),
+    };
+    let is_train = |i: usize| keys.get(i).is_some_and(|k| k.rem_euclid(10) < 7);
+    let train = ds.filter_rows(is_train);
+    let test = ds.filter_rows(|i| !is_train(i));
+    let cfg = train_config(&args, Some(pipeline.hash().to_string()));
+    let model = train_dataset(
+        &train,
+        if test.n_rows() > 0 { Some(&test) } else { None },
+        &cfg,
+    )
+    .with_context(|| format!("training on {}", args.data.display()))?;
+    write_model_dir(
+        &args.out,
+        &model,
+        &[(crate::scoring::bundle::PIPELINE_FILE, &pipeline_text)],
+    )?;
+    print_report(&model);
+    println!(
+        "model written to {} (pipeline {} hash {})",
+        args.out.display(),
+        pipeline.spec.name,
+        &pipeline.hash()[..12]
+    );
     Ok(())
 }
 
@@ -108,7 +235,11 @@ fn print_report(m: &TrainedModel) {
 }
 
 /// Write scorecard.json (+ challenger.json) into `out` atomically (temporary sibling + rename).
-pub fn write_model_dir(out: &Path, model: &TrainedModel) -> Result<(), ModelError> {
+pub fn write_model_dir(
+    out: &Path,
+    model: &TrainedModel,
+    extra_files: &[(&str, &str)],
+) -> Result<(), ModelError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ModelError::Io { path, source }
@@ -125,6 +256,9 @@ pub fn write_model_dir(out: &Path, model: &TrainedModel) -> Result<(), ModelErro
     model.scorecard.save(tmp.path())?;
     if let Some(f) = &model.challenger {
         write_atomic(tmp.path(), CHALLENGER_FILE, &f.to_json()?)?;
+    }
+    for (name, contents) in extra_files {
+        write_atomic(tmp.path(), name, contents)?;
     }
     let old = parent.join(format!(
         ".{}.old-{}",
