@@ -7,13 +7,17 @@ use sesame::model::cli::{run_train, TrainArgs};
 fn args(data: &Path, target: &str, out: &Path) -> TrainArgs {
     TrainArgs {
         data: data.to_path_buf(),
-        target: target.into(),
+        target: Some(target.into()),
         bad_value: None,
         id_column: None,
         split_key: None,
         out: out.to_path_buf(),
         created: None,
         no_challenger: true,
+        pipeline: None,
+        as_of: None,
+        labels: None,
+        model_version: None,
     }
 }
 
