@@ -5,3 +5,4 @@ pub mod domain;
 pub mod features;
 pub mod io;
 pub mod scoring;
+pub mod service;
