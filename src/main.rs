@@ -33,6 +33,10 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Serve the gRPC API (health, reflection, CreditScoring, Admin) and /metrics.
+    Serve(sesame::server::ServeArgs),
+    /// Load-test a running server: Score and Ping throughput and latency.
+    Bench(sesame::service::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,8 @@ fn main() -> ExitCode {
             as_of,
             out,
         } => sesame::features::cli::run_features(&pipeline, &data, &as_of, &out),
+        Command::Serve(args) => sesame::server::serve_cli(args),
+        Command::Bench(args) => sesame::service::bench::bench_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
