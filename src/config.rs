@@ -107,6 +107,9 @@ pub struct Config {
     /// Prometheus `/metrics` over plain HTTP; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
     pub model_dir: PathBuf,
+    /// Sub-directory of `model_dir` holding the champion (when it holds several versions).
+    /// MERGE NOTE: the lead's `EngineConfig` has a `champion` field; pass this through there.
+    pub champion: String,
     pub data_dir: PathBuf,
     pub rules_dir: PathBuf,
     pub as_of: NaiveDate,
@@ -128,6 +131,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             model_dir: PathBuf::from("models"),
+            champion: "default".to_string(),
             data_dir: PathBuf::from("datasets/demo"),
             rules_dir: PathBuf::from("rules"),
             as_of: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default(),
@@ -154,6 +158,7 @@ struct FileConfig {
     listen: Option<String>,
     metrics_listen: Option<String>,
     model_dir: Option<PathBuf>,
+    champion: Option<String>,
     data_dir: Option<PathBuf>,
     rules_dir: Option<PathBuf>,
     as_of: Option<String>,
@@ -295,6 +300,9 @@ impl Config {
         if let Some(v) = f.model_dir {
             self.model_dir = v;
         }
+        if let Some(v) = f.champion {
+            self.champion = v;
+        }
         if let Some(v) = f.data_dir {
             self.data_dir = v;
         }
@@ -362,6 +370,9 @@ impl Config {
         if let Some(v) = get("SESAME_MODEL_DIR") {
             self.model_dir = PathBuf::from(v);
         }
+        if let Some(v) = get("SESAME_CHAMPION") {
+            self.champion = v.trim().to_string();
+        }
         if let Some(v) = get("SESAME_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
@@ -422,6 +433,9 @@ impl Config {
         }
         if l.stream_buffer == 0 {
             return Err(invalid("limits.stream_buffer", "must be > 0"));
+        }
+        if self.champion.trim().is_empty() {
+            return Err(invalid("champion", "must not be empty"));
         }
         let demo_hashes = [sha256_hex(DEMO_PARTNER_KEY), sha256_hex(DEMO_ADMIN_KEY)];
         let mut ids = std::collections::BTreeSet::new();
