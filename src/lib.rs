@@ -2,6 +2,7 @@
 //! raw tables (`datasets`) → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` →
 //! `scoring` (the engine the `service` and `batch` share) → `eval`.
 
+pub mod config;
 pub mod datasets;
 pub mod domain;
 pub mod eval;
@@ -10,3 +11,5 @@ pub mod io;
 pub mod model;
 pub mod rules;
 pub mod scoring;
+pub mod server;
+pub mod service;

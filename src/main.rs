@@ -38,6 +38,10 @@ enum Command {
     },
     /// Train a WoE scorecard (and a challenger) from a flat CSV/Parquet file or a pipeline's features.
     Train(sesame::model::cli::TrainArgs),
+    /// Serve the gRPC API (health, reflection, CreditScoring, Admin) and /metrics.
+    Serve(sesame::server::ServeArgs),
+    /// Load-test a running server: Score and Ping throughput and latency.
+    Bench(sesame::service::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,8 @@ fn main() -> ExitCode {
             out,
         } => sesame::features::cli::run_features(&pipeline, &data, &as_of, &out),
         Command::Train(args) => sesame::model::cli::run_train(args),
+        Command::Serve(args) => sesame::server::serve_cli(args),
+        Command::Bench(args) => sesame::service::bench::bench_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,623 @@
+//! Service configuration, layered: built-in defaults → optional TOML file (`--config FILE`) →
+//! `SESAME_*` environment variables. Every value is checked when it is read and the whole is
+//! validated before the server starts; errors name the key (`as_of`, `SESAME_AS_OF`, ...).
+//!
+//! Partners authenticate with API keys; the configuration holds only the keys' SHA-256 hashes.
+//! Demo mode adds the partner `demo` (key `sesame-demo-key`) and the admin key
+//! `sesame-demo-admin-key`. Production mode refuses to start without partners, or with a demo key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::scoring::EngineConfig;
+
+/// The demo partner's API key (demo mode only).
+pub const DEMO_PARTNER_KEY: &str = "sesame-demo-key";
+/// The demo admin key (demo mode only).
+pub const DEMO_ADMIN_KEY: &str = "sesame-demo-admin-key";
+/// The demo partner's id.
+pub const DEMO_PARTNER_ID: &str = "demo";
+/// Scenarios the project ships rules for.
+pub const SHIPPED_SCENARIOS: [&str; 2] = ["rental_deposit_free", "cash_loan"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Built-in demo partner and admin keys; for trying the service locally.
+    Demo,
+    /// Only the partners configured; demo keys are refused.
+    Production,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "demo" => Ok(Mode::Demo),
+            "production" => Ok(Mode::Production),
+            _ => Err(format!("'{s}' is not a mode (expected demo or production)")),
+        }
+    }
+}
+
+/// A partner allowed to call CreditScoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerConfig {
+    pub id: String,
+    /// SHA-256 of the API key, lowercase hex (64 characters).
+    pub key_sha256: String,
+    /// Scenarios the partner may score.
+    pub scenarios: Vec<String>,
+}
+
+/// Limits protecting the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request or response message, bytes.
+    pub max_message_bytes: usize,
+    /// Time limit of one call (a shorter client deadline wins).
+    pub call_timeout: Duration,
+    /// In-flight requests per HTTP/2 connection.
+    pub concurrency_per_connection: usize,
+    /// Scorings running at once on the blocking pool (others wait).
+    pub max_concurrent_scores: usize,
+    /// Answers buffered per ScoreStream before the server stops reading requests.
+    pub stream_buffer: usize,
+    /// How long shutdown waits for in-flight calls before giving up.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            call_timeout: Duration::from_secs(10),
+            concurrency_per_connection: 256,
+            max_concurrent_scores: 64,
+            stream_buffer: 32,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    /// gRPC listen address (used by `sesame serve`; `server::run` takes a bound listener).
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` over plain HTTP; `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
+    pub model_dir: PathBuf,
+    /// Sub-directory of `model_dir` holding the champion (when it holds several versions).
+    /// MERGE NOTE: the lead's `EngineConfig` has a `champion` field; pass this through there.
+    pub champion: String,
+    pub data_dir: PathBuf,
+    pub rules_dir: PathBuf,
+    pub as_of: NaiveDate,
+    pub limits: Limits,
+    /// Poll the model directory every this often and reload when it changed; `None` = off.
+    pub watch_interval: Option<Duration>,
+    /// Score on the async worker threads instead of the blocking pool (only if scoring is fast).
+    pub inline_scoring: bool,
+    /// Partners besides the demo partner (which demo mode adds by itself).
+    pub partners: Vec<PartnerConfig>,
+    /// SHA-256 (hex) of the admin key; `None` = Admin disabled (demo mode uses the demo admin key).
+    pub admin_key_sha256: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mode: Mode::Demo,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            model_dir: PathBuf::from("models"),
+            champion: "default".to_string(),
+            data_dir: PathBuf::from("datasets/demo"),
+            rules_dir: PathBuf::from("rules"),
+            as_of: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default(),
+            limits: Limits::default(),
+            watch_interval: Some(Duration::from_secs(5)),
+            inline_scoring: false,
+            partners: Vec::new(),
+            admin_key_sha256: None,
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of a key, as stored in the configuration.
+pub fn sha256_hex(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+// ---- the TOML file: every key optional, unknown keys refused ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    mode: Option<String>,
+    listen: Option<String>,
+    metrics_listen: Option<String>,
+    model_dir: Option<PathBuf>,
+    champion: Option<String>,
+    data_dir: Option<PathBuf>,
+    rules_dir: Option<PathBuf>,
+    as_of: Option<String>,
+    watch_interval_secs: Option<u64>,
+    inline_scoring: Option<bool>,
+    admin_key_sha256: Option<String>,
+    limits: Option<FileLimits>,
+    #[serde(default)]
+    partners: Vec<FilePartner>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_message_bytes: Option<usize>,
+    call_timeout_ms: Option<u64>,
+    concurrency_per_connection: Option<usize>,
+    max_concurrent_scores: Option<usize>,
+    stream_buffer: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePartner {
+    id: String,
+    key_sha256: String,
+    scenarios: Vec<String>,
+}
+
+fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("'{s}' is not an address like 127.0.0.1:50051")))
+}
+
+fn parse_optional_addr(key: &str, s: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if s.trim().is_empty() || s.trim() == "off" {
+        Ok(None)
+    } else {
+        parse_addr(key, s).map(Some)
+    }
+}
+
+fn parse_date(key: &str, s: &str) -> Result<NaiveDate, ConfigError> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| invalid(key, format!("'{s}' is not a date YYYY-MM-DD")))
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, s: &str) -> Result<T, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("'{s}' is not a non-negative integer")))
+}
+
+fn parse_bool(key: &str, s: &str) -> Result<bool, ConfigError> {
+    match s.trim() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(key, format!("'{s}' is not true or false"))),
+    }
+}
+
+fn interval(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// `SESAME_PARTNERS`: `id:sha256hex:scenario1|scenario2`, several separated by `,`.
+fn parse_partners_env(key: &str, s: &str) -> Result<Vec<PartnerConfig>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, item) in s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .enumerate()
+    {
+        let parts: Vec<&str> = item.split(':').collect();
+        if parts.len() != 3 {
+            return Err(invalid(
+                key,
+                format!("entry {i} '{item}' is not id:key_sha256:scenario1|scenario2"),
+            ));
+        }
+        out.push(PartnerConfig {
+            id: parts[0].trim().to_string(),
+            key_sha256: parts[1].trim().to_lowercase(),
+            scenarios: parts[2]
+                .split('|')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Defaults → `file` (if any) → the process environment; then validated.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_from(file, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            c.apply_toml(&text).map_err(|e| match e {
+                ConfigError::Invalid { key, message } => ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: format!("{key}: {message}"),
+                },
+                other => other,
+            })?;
+        }
+        c.apply_env(env)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Applies a TOML document on top of `self`.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| invalid("toml", e.to_string()))?;
+        if let Some(v) = f.mode {
+            self.mode = v.parse().map_err(|e: String| invalid("mode", e))?;
+        }
+        if let Some(v) = f.listen {
+            self.listen = parse_addr("listen", &v)?;
+        }
+        if let Some(v) = f.metrics_listen {
+            self.metrics_listen = parse_optional_addr("metrics_listen", &v)?;
+        }
+        if let Some(v) = f.model_dir {
+            self.model_dir = v;
+        }
+        if let Some(v) = f.champion {
+            self.champion = v;
+        }
+        if let Some(v) = f.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = f.rules_dir {
+            self.rules_dir = v;
+        }
+        if let Some(v) = f.as_of {
+            self.as_of = parse_date("as_of", &v)?;
+        }
+        if let Some(v) = f.watch_interval_secs {
+            self.watch_interval = interval(v);
+        }
+        if let Some(v) = f.inline_scoring {
+            self.inline_scoring = v;
+        }
+        if let Some(v) = f.admin_key_sha256 {
+            self.admin_key_sha256 = Some(v.trim().to_lowercase());
+        }
+        if let Some(l) = f.limits {
+            let d = &mut self.limits;
+            if let Some(v) = l.max_message_bytes {
+                d.max_message_bytes = v;
+            }
+            if let Some(v) = l.call_timeout_ms {
+                d.call_timeout = Duration::from_millis(v);
+            }
+            if let Some(v) = l.concurrency_per_connection {
+                d.concurrency_per_connection = v;
+            }
+            if let Some(v) = l.max_concurrent_scores {
+                d.max_concurrent_scores = v;
+            }
+            if let Some(v) = l.stream_buffer {
+                d.stream_buffer = v;
+            }
+            if let Some(v) = l.shutdown_grace_secs {
+                d.shutdown_grace = Duration::from_secs(v);
+            }
+        }
+        for p in f.partners {
+            self.partners.push(PartnerConfig {
+                id: p.id,
+                key_sha256: p.key_sha256.trim().to_lowercase(),
+                scenarios: p.scenarios,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies `SESAME_*` variables on top of `self`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |k: &str| env(k);
+        if let Some(v) = get("SESAME_MODE") {
+            self.mode = v
+                .trim()
+                .parse()
+                .map_err(|e: String| invalid("SESAME_MODE", e))?;
+        }
+        if let Some(v) = get("SESAME_LISTEN") {
+            self.listen = parse_addr("SESAME_LISTEN", &v)?;
+        }
+        if let Some(v) = get("SESAME_METRICS_LISTEN") {
+            self.metrics_listen = parse_optional_addr("SESAME_METRICS_LISTEN", &v)?;
+        }
+        if let Some(v) = get("SESAME_MODEL_DIR") {
+            self.model_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("SESAME_CHAMPION") {
+            self.champion = v.trim().to_string();
+        }
+        if let Some(v) = get("SESAME_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("SESAME_RULES_DIR") {
+            self.rules_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("SESAME_AS_OF") {
+            self.as_of = parse_date("SESAME_AS_OF", &v)?;
+        }
+        if let Some(v) = get("SESAME_WATCH_INTERVAL_SECS") {
+            self.watch_interval = interval(parse_num("SESAME_WATCH_INTERVAL_SECS", &v)?);
+        }
+        if let Some(v) = get("SESAME_INLINE_SCORING") {
+            self.inline_scoring = parse_bool("SESAME_INLINE_SCORING", &v)?;
+        }
+        if let Some(v) = get("SESAME_ADMIN_KEY_SHA256") {
+            self.admin_key_sha256 = Some(v.trim().to_lowercase());
+        }
+        if let Some(v) = get("SESAME_PARTNERS") {
+            self.partners = parse_partners_env("SESAME_PARTNERS", &v)?;
+        }
+        let l = &mut self.limits;
+        if let Some(v) = get("SESAME_MAX_MESSAGE_BYTES") {
+            l.max_message_bytes = parse_num("SESAME_MAX_MESSAGE_BYTES", &v)?;
+        }
+        if let Some(v) = get("SESAME_CALL_TIMEOUT_MS") {
+            l.call_timeout = Duration::from_millis(parse_num("SESAME_CALL_TIMEOUT_MS", &v)?);
+        }
+        if let Some(v) = get("SESAME_CONCURRENCY_PER_CONNECTION") {
+            l.concurrency_per_connection = parse_num("SESAME_CONCURRENCY_PER_CONNECTION", &v)?;
+        }
+        if let Some(v) = get("SESAME_MAX_CONCURRENT_SCORES") {
+            l.max_concurrent_scores = parse_num("SESAME_MAX_CONCURRENT_SCORES", &v)?;
+        }
+        if let Some(v) = get("SESAME_STREAM_BUFFER") {
+            l.stream_buffer = parse_num("SESAME_STREAM_BUFFER", &v)?;
+        }
+        if let Some(v) = get("SESAME_SHUTDOWN_GRACE_SECS") {
+            l.shutdown_grace = Duration::from_secs(parse_num("SESAME_SHUTDOWN_GRACE_SECS", &v)?);
+        }
+        Ok(())
+    }
+
+    /// Cross-field checks. Called by `load`; `server::run` calls it again (configs built in code).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_message_bytes < 1024 {
+            return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
+        }
+        if l.call_timeout.is_zero() {
+            return Err(invalid("limits.call_timeout_ms", "must be > 0"));
+        }
+        if l.concurrency_per_connection == 0 {
+            return Err(invalid("limits.concurrency_per_connection", "must be > 0"));
+        }
+        if l.max_concurrent_scores == 0 {
+            return Err(invalid("limits.max_concurrent_scores", "must be > 0"));
+        }
+        if l.stream_buffer == 0 {
+            return Err(invalid("limits.stream_buffer", "must be > 0"));
+        }
+        if self.champion.trim().is_empty() {
+            return Err(invalid("champion", "must not be empty"));
+        }
+        let demo_hashes = [sha256_hex(DEMO_PARTNER_KEY), sha256_hex(DEMO_ADMIN_KEY)];
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, p) in self.partners.iter().enumerate() {
+            let key = format!("partners[{i}]");
+            if p.id.trim().is_empty() {
+                return Err(invalid(&format!("{key}.id"), "must not be empty"));
+            }
+            if !ids.insert(p.id.as_str()) || (self.mode == Mode::Demo && p.id == DEMO_PARTNER_ID) {
+                return Err(invalid(
+                    &format!("{key}.id"),
+                    format!("duplicate partner id '{}'", p.id),
+                ));
+            }
+            check_hash(&format!("{key}.key_sha256"), &p.key_sha256)?;
+            if p.scenarios.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.scenarios"),
+                    "must list at least one scenario",
+                ));
+            }
+            if self.mode == Mode::Production && demo_hashes.contains(&p.key_sha256) {
+                return Err(invalid(
+                    &format!("{key}.key_sha256"),
+                    "is a demo key, refused in production mode",
+                ));
+            }
+        }
+        if let Some(h) = &self.admin_key_sha256 {
+            check_hash("admin_key_sha256", h)?;
+            if self.mode == Mode::Production && demo_hashes.contains(h) {
+                return Err(invalid(
+                    "admin_key_sha256",
+                    "is a demo key, refused in production mode",
+                ));
+            }
+            if self.partners.iter().any(|p| &p.key_sha256 == h) {
+                return Err(invalid(
+                    "admin_key_sha256",
+                    "must differ from every partner key",
+                ));
+            }
+        }
+        if self.mode == Mode::Production && self.partners.is_empty() {
+            return Err(invalid(
+                "partners",
+                "production mode needs at least one partner (TOML [[partners]] or SESAME_PARTNERS)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The partners in force: the configured ones, plus `demo` in demo mode.
+    pub fn effective_partners(&self) -> Vec<PartnerConfig> {
+        let mut v = self.partners.clone();
+        if self.mode == Mode::Demo {
+            v.push(PartnerConfig {
+                id: DEMO_PARTNER_ID.to_string(),
+                key_sha256: sha256_hex(DEMO_PARTNER_KEY),
+                scenarios: SHIPPED_SCENARIOS.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        v
+    }
+
+    /// The admin key hash in force (the demo admin key in demo mode unless one is configured).
+    pub fn effective_admin_key_sha256(&self) -> Option<String> {
+        match (&self.admin_key_sha256, self.mode) {
+            (Some(h), _) => Some(h.clone()),
+            (None, Mode::Demo) => Some(sha256_hex(DEMO_ADMIN_KEY)),
+            (None, Mode::Production) => None,
+        }
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            model_dir: self.model_dir.clone(),
+            champion: self.champion.clone(),
+            data_dir: self.data_dir.clone(),
+            rules_dir: self.rules_dir.clone(),
+            as_of: self.as_of,
+        }
+    }
+}
+
+fn check_hash(key: &str, h: &str) -> Result<(), ConfigError> {
+    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            key,
+            "must be the SHA-256 of the key as 64 hex characters (sha256sum)",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_are_demo_and_valid() {
+        let c = Config::load_from(None, env(&[])).expect("defaults valid");
+        assert_eq!(c.mode, Mode::Demo);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.model_dir, PathBuf::from("models"));
+        assert_eq!(c.data_dir, PathBuf::from("datasets/demo"));
+        assert_eq!(c.as_of.to_string(), "2025-12-31");
+        let partners = c.effective_partners();
+        assert_eq!(partners.len(), 1);
+        assert_eq!(partners[0].key_sha256, sha256_hex(DEMO_PARTNER_KEY));
+        assert_eq!(
+            c.effective_admin_key_sha256(),
+            Some(sha256_hex(DEMO_ADMIN_KEY))
+        );
+    }
+
+    #[test]
+    fn file_then_env_layering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sesame.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:6000\"\nas_of = \"2025-06-30\"\nmodel_dir = \"/m\"\n[limits]\ncall_timeout_ms = 500\n",
+        )
+        .expect("write");
+        let c = Config::load_from(Some(&path), env(&[("SESAME_LISTEN", "127.0.0.1:7000")]))
+            .expect("valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000", "env beats file");
+        assert_eq!(c.as_of.to_string(), "2025-06-30", "file beats default");
+        assert_eq!(c.model_dir, PathBuf::from("/m"));
+        assert_eq!(c.limits.call_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load_from(None, env(&[("SESAME_AS_OF", "31/12/2025")])).unwrap_err();
+        assert!(e.to_string().starts_with("SESAME_AS_OF:"), "{e}");
+        let e = Config::load_from(None, env(&[("SESAME_MODE", "prod")])).unwrap_err();
+        assert!(e.to_string().starts_with("SESAME_MODE:"), "{e}");
+        let mut c = Config::default();
+        let e = c.apply_toml("listen = \"nope\"").unwrap_err();
+        assert!(e.to_string().starts_with("listen:"), "{e}");
+        let e = c.apply_toml("lisen = \"127.0.0.1:1\"").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn production_refuses_no_partners_and_demo_keys() {
+        let e = Config::load_from(None, env(&[("SESAME_MODE", "production")])).unwrap_err();
+        assert!(e.to_string().starts_with("partners:"), "{e}");
+        let demo = format!("acme:{}:cash_loan", sha256_hex(DEMO_PARTNER_KEY));
+        let e = Config::load_from(
+            None,
+            env(&[("SESAME_MODE", "production"), ("SESAME_PARTNERS", &demo)]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("demo key"), "{e}");
+        let ok = format!(
+            "acme:{}:cash_loan|rental_deposit_free",
+            sha256_hex("a-real-key")
+        );
+        let c = Config::load_from(
+            None,
+            env(&[("SESAME_MODE", "production"), ("SESAME_PARTNERS", &ok)]),
+        )
+        .expect("valid production config");
+        let p = c.effective_partners();
+        assert_eq!(p.len(), 1, "no demo partner in production");
+        assert_eq!(p[0].scenarios, vec!["cash_loan", "rental_deposit_free"]);
+        assert_eq!(
+            c.effective_admin_key_sha256(),
+            None,
+            "admin off without a key"
+        );
+    }
+}

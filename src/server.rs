@@ -1,0 +1,248 @@
+//! The gRPC server: health, reflection, CreditScoring and Admin on one port; metrics on another.
+//!
+//! [`run`] serves at once. The scoring engine loads on the blocking pool after the listener is
+//! up; until it has loaded, `grpc.health.v1` reports NOT_SERVING for `sesame.v1.CreditScoring`
+//! and scoring calls answer UNAVAILABLE. When the model directory changes (polled every
+//! `watch_interval`), models are reloaded (or the engine loaded, if it had failed). When
+//! `shutdown` completes the server stops accepting, lets in-flight calls and open streams finish
+//! (up to `limits.shutdown_grace`) and returns `Ok(())`.
+
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::service::pb::admin_server::AdminServer;
+use crate::service::pb::credit_scoring_server::CreditScoringServer;
+use crate::service::{admin::Admin, metrics, pb, scoring::Scoring, State, SCORING_SERVICE_NAME};
+
+/// Serves on `listener` until `shutdown` completes. Binds the metrics port from the config.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics_listen: cannot bind {addr}"))?,
+        ),
+        None => None,
+    };
+    run_with_metrics(listener, metrics_listener, config, shutdown).await
+}
+
+/// As [`run`], with the metrics listener given (or none); `config.metrics_listen` is ignored.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let limits = config.limits.clone();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(SCORING_SERVICE_NAME, ServingStatus::NotServing)
+        .await;
+    let state = Arc::new(State::new(&config, health.clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection (v1)")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("reflection (v1alpha)")?;
+    let scoring = CreditScoringServer::new(Scoring::new(state.clone()))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
+    let admin = AdminServer::new(Admin::new(state.clone()))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(l) = metrics_listener {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(metrics::serve(l, state.metrics.clone(), stop_rx.clone()));
+    }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, mode = ?config.mode, "gRPC listening");
+    }
+    let loader = tokio::spawn(load_then_watch(
+        state.clone(),
+        config.model_dir.clone(),
+        config.watch_interval,
+        stop_rx.clone(),
+    ));
+
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; draining in-flight calls");
+        let _ = stop_tx.send(true);
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        .timeout(limits.call_timeout)
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(scoring)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::pin!(server);
+
+    let mut stopped = stop_rx.clone();
+    let grace = limits.shutdown_grace;
+    let result = tokio::select! {
+        r = &mut server => r.context("gRPC server"),
+        _ = async {
+            if stopped.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "in-flight calls did not finish in time; stopping anyway");
+            Ok(())
+        }
+    };
+    loader.abort();
+    health
+        .set_service_status(SCORING_SERVICE_NAME, ServingStatus::NotServing)
+        .await;
+    tracing::info!("server stopped");
+    result
+}
+
+/// Loads the engine, then polls the model directory and reloads when it changes.
+async fn load_then_watch(
+    state: Arc<State>,
+    model_dir: PathBuf,
+    every: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = fingerprint(model_dir.clone()).await;
+    let _ = state.load_engine().await;
+    let Some(every) = every else { return };
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = fingerprint(model_dir.clone()).await;
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        tracing::info!("model directory changed; reloading models");
+        // Errors are logged (and counted) by reload_models; the old models keep serving.
+        let _ = state.reload_models().await;
+    }
+}
+
+/// Names, sizes and modification times of the model directory, two levels deep.
+async fn fingerprint(dir: PathBuf) -> u64 {
+    tokio::task::spawn_blocking(move || {
+        let mut entries = Vec::new();
+        collect(&dir, 2, &mut entries);
+        entries.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        entries.hash(&mut h);
+        h.finish()
+    })
+    .await
+    .unwrap_or(0)
+}
+
+fn collect(dir: &Path, depth: u32, out: &mut Vec<(PathBuf, u64, u128)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(md) = e.metadata() else { continue };
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        out.push((e.path(), md.len(), mtime));
+        if md.is_dir() && depth > 1 {
+            collect(&e.path(), depth - 1, out);
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// `sesame serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as in docs/service.md); SESAME_* variables override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address (overrides `listen` / SESAME_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+/// Entry point of `sesame serve`: config, runtime, serve until SIGINT/SIGTERM.
+pub fn serve_cli(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(l) = args.listen {
+        config.listen = l.parse().map_err(|_| {
+            anyhow::anyhow!("--listen: '{l}' is not an address like 127.0.0.1:50051")
+        })?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let result = rt.block_on(async {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        run(listener, config, shutdown_signal()).await
+    });
+    // An engine load still running on the blocking pool must not hold the exit.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}

@@ -1,0 +1,195 @@
+//! The gRPC service layer: the only module that knows about tonic.
+//!
+//! - [`convert`]: proto ⇄ domain, with validation;
+//! - [`error`]: the one mapping of errors to gRPC codes;
+//! - [`auth`]: API keys (partners and admin);
+//! - [`scoring`] / [`admin`]: the two services;
+//! - [`metrics`]: Prometheus text over plain HTTP;
+//! - [`bench`]: the load-test client behind `sesame bench`.
+
+pub mod admin;
+pub mod auth;
+pub mod bench;
+pub mod convert;
+pub mod error;
+pub mod metrics;
+pub mod scoring;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::scoring::{EngineConfig, ScoringEngine, ScoringError};
+use auth::Authenticator;
+use metrics::Metrics;
+
+/// Generated code of `proto/sesame/v1/sesame.proto` (messages, clients, servers).
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("sesame.v1");
+
+    /// Encoded file descriptor set of the API, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("sesame_v1_descriptor");
+}
+
+/// The health-check name of the scoring service.
+pub const SCORING_SERVICE_NAME: &str = pb::credit_scoring_server::SERVICE_NAME;
+
+/// A short, stable, non-reversible reference to a user for logs (never log the raw id).
+pub fn user_ref(user_id: &str) -> String {
+    let d = Sha256::digest(format!("sesame-log:{user_id}").as_bytes());
+    hex::encode(&d[..6])
+}
+
+/// Runs engine work on the blocking pool; a panic inside becomes INTERNAL, never a crash.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ScoringError> + Send + 'static,
+) -> Result<T, ScoringError> {
+    match tokio::task::spawn_blocking(move || std::panic::catch_unwind(AssertUnwindSafe(f))).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(ScoringError::Internal("the scoring engine panicked".into())),
+        Err(e) => Err(ScoringError::Internal(format!("blocking task failed: {e}"))),
+    }
+}
+
+/// Everything the handlers share.
+pub struct State {
+    /// `None` while loading (or when loading failed): Score answers UNAVAILABLE.
+    pub engine: ArcSwapOption<ScoringEngine>,
+    load_error: Mutex<String>,
+    /// Serialises loads and reloads.
+    reload_lock: tokio::sync::Mutex<()>,
+    engine_config: EngineConfig,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub score_permits: Arc<Semaphore>,
+    pub inline_scoring: bool,
+    pub stream_buffer: usize,
+    health: HealthReporter,
+}
+
+impl State {
+    pub fn new(config: &Config, health: HealthReporter) -> State {
+        State {
+            engine: ArcSwapOption::empty(),
+            load_error: Mutex::new("the scoring engine is loading".into()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            engine_config: config.engine_config(),
+            auth: Authenticator::from_config(config),
+            metrics: Arc::new(Metrics::default()),
+            score_permits: Arc::new(Semaphore::new(config.limits.max_concurrent_scores)),
+            inline_scoring: config.inline_scoring,
+            stream_buffer: config.limits.stream_buffer,
+            health,
+        }
+    }
+
+    pub fn load_error(&self) -> String {
+        self.load_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
+    fn set_load_error(&self, e: String) {
+        if let Ok(mut g) = self.load_error.lock() {
+            *g = e;
+        }
+    }
+
+    /// The engine, or UNAVAILABLE while it is not loaded.
+    pub fn engine(&self) -> Result<Arc<ScoringEngine>, ScoringError> {
+        self.engine.load_full().ok_or_else(|| {
+            ScoringError::Unavailable(format!(
+                "the scoring engine is not loaded ({}); retry shortly",
+                self.load_error()
+            ))
+        })
+    }
+
+    /// Loads the engine from scratch (at start, or later if the first load failed) and marks the
+    /// scoring service SERVING. On error the server keeps running NOT_SERVING.
+    pub async fn load_engine(&self) -> Result<String, ScoringError> {
+        let _guard = self.reload_lock.lock().await;
+        let cfg = self.engine_config.clone();
+        match blocking(move || ScoringEngine::load(cfg)).await {
+            Ok(engine) => {
+                let version = engine.status().champion_version;
+                self.engine.store(Some(Arc::new(engine)));
+                self.set_load_error(String::new());
+                self.metrics.set_engine(true, &version);
+                self.health
+                    .set_service_status(SCORING_SERVICE_NAME, ServingStatus::Serving)
+                    .await;
+                tracing::info!(model_version = %version, "scoring engine loaded; serving");
+                Ok(version)
+            }
+            Err(e) => {
+                self.set_load_error(format!("engine load failed: {e}"));
+                tracing::error!(error = %e, "scoring engine failed to load; not serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads models (validate, then swap; the old ones keep serving on error). Loads the engine
+    /// if it is not loaded yet.
+    pub async fn reload_models(&self) -> Result<String, ScoringError> {
+        let Some(engine) = self.engine.load_full() else {
+            return self.load_engine().await;
+        };
+        let _guard = self.reload_lock.lock().await;
+        let result = blocking(move || {
+            let v = engine.reload_models()?;
+            Ok((v, engine.status().champion_version))
+        })
+        .await;
+        match result {
+            Ok((v, champion)) => {
+                self.metrics.set_engine(true, &champion);
+                tracing::info!(version = %v, "models reloaded");
+                Ok(v)
+            }
+            Err(e) => {
+                self.metrics.reload_failed();
+                tracing::warn!(error = %e, "model reload refused; previous models keep serving");
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn reload_rules(&self) -> Result<String, ScoringError> {
+        let engine = self.engine()?;
+        let _guard = self.reload_lock.lock().await;
+        match blocking(move || engine.reload_rules()).await {
+            Ok(v) => {
+                tracing::info!(version = %v, "rules reloaded");
+                Ok(v)
+            }
+            Err(e) => {
+                self.metrics.reload_failed();
+                tracing::warn!(error = %e, "rules reload refused; previous rules keep serving");
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_ref_is_stable_and_hides_the_id() {
+        let r = super::user_ref("user-12345");
+        assert_eq!(r, super::user_ref("user-12345"));
+        assert_eq!(r.len(), 12);
+        assert!(!r.contains("12345"));
+        assert_ne!(r, super::user_ref("user-12346"));
+    }
+}

@@ -1,0 +1,219 @@
+//! The CreditScoring service.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::error::{to_status, ServiceError};
+use super::metrics::{Method, Metrics};
+use super::pb::{self, score_stream_item::Item};
+use super::{blocking, convert, user_ref, State};
+use crate::scoring::{ScoreOutcome, ScoringError};
+
+#[derive(Clone)]
+pub struct Scoring {
+    state: Arc<State>,
+}
+
+/// Runs a handler body and records its code and latency.
+pub(crate) async fn observed<T>(
+    metrics: &Metrics,
+    method: Method,
+    body: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let start = Instant::now();
+    let r = body.await;
+    let code = match &r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    };
+    metrics.observe(method, code, start.elapsed());
+    r
+}
+
+impl Scoring {
+    pub fn new(state: Arc<State>) -> Scoring {
+        Scoring { state }
+    }
+
+    /// One request of an authenticated partner, start to end. Order of checks: the request's own
+    /// validity, the engine's presence, the scenario's existence, then the partner's permission.
+    async fn score_one(
+        &self,
+        partner: usize,
+        req: pb::ScoreRequest,
+    ) -> Result<pb::ScoreResponse, ServiceError> {
+        let state = &self.state;
+        let request_id = req.request_id.clone();
+        let input = convert::score_input(req, state.auth.partner_id(partner))?;
+        let engine = state.engine()?;
+        convert::check_scenario(&engine, &input.scenario)?;
+        state.auth.check_scenario(partner, &input.scenario)?;
+        let who = user_ref(&input.user_id);
+        let scenario = input.scenario.clone();
+        let outcome: Result<ScoreOutcome, ScoringError> = if state.inline_scoring {
+            std::panic::catch_unwind(AssertUnwindSafe(|| engine.score(&input))).unwrap_or_else(
+                |_| Err(ScoringError::Internal("the scoring engine panicked".into())),
+            )
+        } else {
+            let _permit = state
+                .score_permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ScoringError::Unavailable("server shutting down".into()))?;
+            blocking(move || engine.score(&input)).await
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(user = %who, %scenario, error = %e, "score refused");
+                return Err(e.into());
+            }
+        };
+        state
+            .metrics
+            .observe_outcome(outcome.score, outcome.decision);
+        tracing::debug!(user = %who, %scenario, score = outcome.score,
+            decision = outcome.decision.as_str(), "scored");
+        let mut resp = convert::score_response(outcome);
+        resp.request_id = request_id;
+        Ok(resp)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::credit_scoring_server::CreditScoring for Scoring {
+    async fn score(
+        &self,
+        request: Request<pb::ScoreRequest>,
+    ) -> Result<Response<pb::ScoreResponse>, Status> {
+        observed(&self.state.metrics, Method::Score, async {
+            let partner = self
+                .state
+                .auth
+                .partner(request.metadata())
+                .map_err(to_status)?;
+            let resp = self
+                .score_one(partner, request.into_inner())
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(resp))
+        })
+        .await
+    }
+
+    type ScoreStreamStream = ReceiverStream<Result<pb::ScoreStreamItem, Status>>;
+
+    async fn score_stream(
+        &self,
+        request: Request<Streaming<pb::ScoreRequest>>,
+    ) -> Result<Response<Self::ScoreStreamStream>, Status> {
+        let partner = match self.state.auth.partner(request.metadata()) {
+            Ok(p) => p,
+            Err(e) => {
+                let s = to_status(e);
+                self.state
+                    .metrics
+                    .observe(Method::ScoreStream, s.code(), Default::default());
+                return Err(s);
+            }
+        };
+        let mut inbound = request.into_inner();
+        // Bounded: when the caller stops reading answers, we stop reading requests.
+        let (tx, rx) = mpsc::channel(self.state.stream_buffer);
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = tx.closed() => break,
+                };
+                let req = match next {
+                    Ok(Some(req)) => req,
+                    Ok(None) => break,
+                    Err(status) => {
+                        // A transport or decoding error: the stream cannot go on.
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let start = Instant::now();
+                let request_id = req.request_id.clone();
+                let item = match this.score_one(partner, req).await {
+                    Ok(resp) => {
+                        this.state
+                            .metrics
+                            .observe(Method::ScoreStream, Code::Ok, start.elapsed());
+                        Item::Response(resp)
+                    }
+                    Err(e) => {
+                        let s = to_status(e);
+                        this.state
+                            .metrics
+                            .observe(Method::ScoreStream, s.code(), start.elapsed());
+                        Item::Error(pb::ItemError {
+                            code: s.code() as i32,
+                            message: s.message().to_string(),
+                            request_id,
+                        })
+                    }
+                };
+                let item = pb::ScoreStreamItem { item: Some(item) };
+                if tx.send(Ok(item)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_model_info(
+        &self,
+        request: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        observed(&self.state.metrics, Method::GetModelInfo, async {
+            self.state
+                .auth
+                .partner(request.metadata())
+                .map_err(to_status)?;
+            let engine = self.state.engine().map_err(to_status)?;
+            let version = request.into_inner().model_version;
+            let version = Some(version.trim().to_string()).filter(|v| !v.is_empty());
+            let info = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                engine.model_info(version.as_deref())
+            }))
+            .unwrap_or_else(|_| Err(ScoringError::Internal("model_info panicked".into())))
+            .map_err(to_status)?;
+            Ok(Response::new(convert::model_info(info)))
+        })
+        .await
+    }
+
+    async fn ping(
+        &self,
+        request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        observed(&self.state.metrics, Method::Ping, async {
+            let caller = self
+                .state
+                .auth
+                .identify(request.metadata())
+                .map_err(to_status)?;
+            let partner_id = match caller {
+                super::auth::Caller::Partner(i) => self.state.auth.partner_id(i).to_string(),
+                super::auth::Caller::Admin => "admin".to_string(),
+            };
+            Ok(Response::new(pb::PingResponse {
+                partner_id,
+                engine_ready: self.state.engine.load().is_some(),
+            }))
+        })
+        .await
+    }
+}

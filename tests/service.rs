@@ -1,0 +1,972 @@
+//! The gRPC service end to end: the real server (`server::run`) on 127.0.0.1:0, called with the
+//! generated tonic clients.
+//!
+//! The first group needs no model (the engine is pointed at an empty directory, so it never
+//! loads). The second group (`engine_*`) scores with the crate's `models/`, `datasets/demo` and
+//! `rules/`; it fails with the engine's load error until those exist.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sesame::config::{sha256_hex, Config, Mode, PartnerConfig};
+use sesame::domain::Band;
+use sesame::service::pb::admin_client::AdminClient;
+use sesame::service::pb::credit_scoring_client::CreditScoringClient;
+use sesame::service::pb::{self, score_stream_item::Item};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const PARTNER_KEY: &str = "sesame-demo-key";
+const ADMIN_KEY: &str = "sesame-demo-admin-key";
+/// A second partner, allowed `cash_loan` only.
+const NARROW_KEY: &str = "narrow-partner-key";
+const SCORING: &str = "sesame.v1.CreditScoring";
+/// Engine loading reads parquet and fits nothing, but 2 shared cores can be slow.
+const ENGINE_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+struct Running {
+    addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<anyhow::Result<()>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Running {
+    fn scoring(&self) -> CreditScoringClient<Channel> {
+        CreditScoringClient::new(self.channel.clone())
+    }
+    fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+    fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+    /// Triggers shutdown and waits for `run` to return.
+    async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task did not panic")
+    }
+}
+
+fn crate_path(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn narrow_partner() -> PartnerConfig {
+    PartnerConfig {
+        id: "narrow".into(),
+        key_sha256: sha256_hex(NARROW_KEY),
+        scenarios: vec!["cash_loan".into()],
+    }
+}
+
+/// A config whose engine can never load (empty model dir), watcher off.
+fn config_without_model() -> (Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Config::default();
+    c.model_dir = dir.path().join("no-models-here");
+    c.data_dir = dir.path().join("no-data-here");
+    c.rules_dir = dir.path().join("no-rules-here");
+    c.watch_interval = None;
+    c.partners.push(narrow_partner());
+    (c, dir)
+}
+
+/// The crate's shipped models, demo data and rules.
+fn config_with_engine() -> Config {
+    let mut c = Config::default();
+    c.model_dir = crate_path("models");
+    c.data_dir = crate_path("datasets/demo");
+    c.rules_dir = crate_path("rules");
+    c.watch_interval = None;
+    c.partners.push(narrow_partner());
+    c
+}
+
+async fn start(config: Config, dirs: Vec<tempfile::TempDir>) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind metrics");
+    let metrics_addr = metrics.local_addr().expect("metrics addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(sesame::server::run_with_metrics(
+        listener,
+        Some(metrics),
+        config,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    // The listener is bound already: connecting needs no wait.
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    Running {
+        addr,
+        metrics_addr,
+        channel,
+        stop: Some(tx),
+        handle,
+        _dirs: dirs,
+    }
+}
+
+fn with_key<T>(msg: T, key: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("header value"),
+    );
+    r
+}
+
+fn score_req(request_id: &str, user_id: &str, scenario: &str) -> pb::ScoreRequest {
+    pb::ScoreRequest {
+        request_id: request_id.into(),
+        user_id: user_id.into(),
+        scenario: scenario.into(),
+        consent_token: "consent-1".into(),
+        model_version: None,
+        applicant: None,
+    }
+}
+
+fn tx_row(amount: f64) -> pb::Transaction {
+    pb::Transaction {
+        ts_ms: 1_735_000_000_000,
+        kind: "purchase".into(),
+        amount,
+        merchant_category: Some("grocery".into()),
+        due_date: None,
+        paid_date: None,
+    }
+}
+
+async fn health_of(r: &Running, service: &str) -> ServingStatus {
+    let resp = r
+        .health()
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health check");
+    ServingStatus::try_from(resp.into_inner().status).expect("known status")
+}
+
+/// Waits until the first engine load attempt has finished (its error is reported by Status).
+async fn wait_load_attempt(r: &Running) -> pb::StatusResponse {
+    let deadline = Instant::now() + ENGINE_LOAD_TIMEOUT;
+    loop {
+        let s = r
+            .admin()
+            .status(with_key(pb::StatusRequest {}, ADMIN_KEY))
+            .await
+            .expect("admin status")
+            .into_inner();
+        if s.engine_ready || s.load_error.starts_with("engine load failed") {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "engine load attempt did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for health SERVING; fails at once with the load error if the engine cannot load.
+async fn wait_serving(r: &Running) {
+    let mut watch = r
+        .health()
+        .watch(HealthCheckRequest {
+            service: SCORING.into(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let serving = async {
+        while let Some(msg) = watch.message().await.expect("health stream") {
+            if msg.status == ServingStatus::Serving as i32 {
+                return;
+            }
+        }
+        panic!("health stream ended before SERVING");
+    };
+    let failed = async {
+        let s = wait_load_attempt(r).await;
+        if !s.engine_ready {
+            panic!(
+                "the scoring engine did not load ({}); these tests need models/, datasets/demo and rules/",
+                s.load_error
+            );
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::time::timeout(ENGINE_LOAD_TIMEOUT, async {
+        tokio::select! { _ = serving => {}, _ = failed => {} }
+    })
+    .await
+    .expect("engine SERVING within the timeout");
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect metrics");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+// ------------------------------------------------------------------ no model needed
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_not_serving_while_engine_missing_and_score_unavailable() {
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    assert_eq!(health_of(&r, SCORING).await, ServingStatus::NotServing);
+    let s = wait_load_attempt(&r).await;
+    assert!(!s.engine_ready);
+    // The load failed: still NOT_SERVING, and the server keeps answering.
+    assert_eq!(health_of(&r, SCORING).await, ServingStatus::NotServing);
+    assert_eq!(health_of(&r, "").await, ServingStatus::Serving);
+    let e = r
+        .scoring()
+        .score(with_key(score_req("r1", "u1", "cash_loan"), PARTNER_KEY))
+        .await
+        .expect_err("no engine");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let e = r
+        .scoring()
+        .get_model_info(with_key(pb::GetModelInfoRequest::default(), PARTNER_KEY))
+        .await
+        .expect_err("no engine");
+    assert_eq!(e.code(), Code::Unavailable);
+    let pong = r
+        .scoring()
+        .ping(with_key(pb::PingRequest {}, PARTNER_KEY))
+        .await
+        .expect("ping works without the engine")
+        .into_inner();
+    assert_eq!(pong.partner_id, "demo");
+    assert!(!pong.engine_ready);
+    // Reloading cannot help while there are no models: refused, server still up.
+    let e = r
+        .admin()
+        .reload_models(with_key(pb::ReloadRequest {}, ADMIN_KEY))
+        .await
+        .expect_err("nothing to load");
+    assert_ne!(e.code(), Code::Ok);
+    assert_eq!(health_of(&r, SCORING).await, ServingStatus::NotServing);
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_without_key_is_unauthenticated() {
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    let e = r
+        .scoring()
+        .ping(pb::PingRequest {})
+        .await
+        .expect_err("no key");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = r
+        .scoring()
+        .score(score_req("r", "u1", "cash_loan"))
+        .await
+        .expect_err("no key");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_is_unauthenticated() {
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    for key in ["wrong-key", "sesame-demo-ke", "sesame-demo-key2"] {
+        let e = r
+            .scoring()
+            .ping(with_key(pb::PingRequest {}, key))
+            .await
+            .expect_err("wrong key");
+        assert_eq!(e.code(), Code::Unauthenticated, "{key}");
+    }
+    let mut req = Request::new(pb::PingRequest {});
+    req.metadata_mut().insert(
+        "authorization",
+        "Basic sesame-demo-key".parse().expect("value"),
+    );
+    let e = r.scoring().ping(req).await.expect_err("not bearer");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // The narrow partner's key works.
+    let pong = r
+        .scoring()
+        .ping(with_key(pb::PingRequest {}, NARROW_KEY))
+        .await
+        .expect("valid key")
+        .into_inner();
+    assert_eq!(pong.partner_id, "narrow");
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_with_partner_key_is_permission_denied() {
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    let e = r
+        .admin()
+        .status(with_key(pb::StatusRequest {}, PARTNER_KEY))
+        .await
+        .expect_err("partner key");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = r
+        .admin()
+        .reload_models(with_key(pb::ReloadRequest {}, PARTNER_KEY))
+        .await
+        .expect_err("partner key");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = r
+        .admin()
+        .reload_rules(pb::ReloadRequest {})
+        .await
+        .expect_err("no key");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // The admin key is not a partner key either.
+    let e = r
+        .scoring()
+        .score(with_key(score_req("r", "u1", "cash_loan"), ADMIN_KEY))
+        .await
+        .expect_err("admin key on scoring");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    r.admin()
+        .status(with_key(pb::StatusRequest {}, ADMIN_KEY))
+        .await
+        .expect("admin key works");
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_mode_refuses_to_start_without_partners_or_with_demo_keys() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut c = Config::default();
+    c.mode = Mode::Production;
+    let e = sesame::server::run_with_metrics(listener, None, c.clone(), std::future::pending())
+        .await
+        .expect_err("no partners");
+    assert!(e.to_string().contains("partners"), "{e}");
+    c.partners.push(PartnerConfig {
+        id: "p".into(),
+        key_sha256: sha256_hex(PARTNER_KEY),
+        scenarios: vec!["cash_loan".into()],
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let e = sesame::server::run_with_metrics(listener, None, c, std::future::pending())
+        .await
+        .expect_err("demo key in production");
+    assert!(e.to_string().contains("demo key"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    let mut client = ServerReflectionClient::new(r.channel.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let resp = stream
+        .message()
+        .await
+        .expect("message")
+        .expect("one response");
+    let names: Vec<String> = match resp.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    };
+    for want in [SCORING, "sesame.v1.Admin", "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    // The descriptor of the scoring service can be fetched (what grpcurl does next).
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(SCORING.into())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    match stream
+        .message()
+        .await
+        .expect("message")
+        .map(|m| m.message_response)
+    {
+        Some(Some(MessageResponse::FileDescriptorResponse(f))) => {
+            assert!(!f.file_descriptor_proto.is_empty())
+        }
+        other => panic!("no descriptor for {SCORING}: {other:?}"),
+    }
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_validated_naming_the_field() {
+    // Validation needs no engine: it runs before the engine is consulted.
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    let mut client = r.scoring();
+    let check = |e: tonic::Status, field: &str| {
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().starts_with(&format!("{field}:")),
+            "{field}: {e:?}"
+        );
+    };
+    let e = client
+        .score(with_key(score_req("r", "", "cash_loan"), PARTNER_KEY))
+        .await
+        .expect_err("empty user");
+    check(e, "user_id");
+    let mut req = score_req("r", "u1", "cash_loan");
+    req.applicant = Some(pb::ApplicantData {
+        transactions: vec![tx_row(1.0), tx_row(2.0), tx_row(3.0), tx_row(f64::NAN)],
+        ..Default::default()
+    });
+    let e = client
+        .score(with_key(req, PARTNER_KEY))
+        .await
+        .expect_err("NaN");
+    check(e, "applicant.transactions[3].amount");
+    let mut req = score_req("r", "u1", "cash_loan");
+    req.applicant = Some(pb::ApplicantData {
+        transactions: vec![tx_row(1.0); sesame::scoring::MAX_INLINE_ROWS + 1],
+        ..Default::default()
+    });
+    let e = client
+        .score(with_key(req, PARTNER_KEY))
+        .await
+        .expect_err("too many rows");
+    check(e, "applicant.transactions");
+    let mut req = score_req("r", "u1", "cash_loan");
+    let mut t = tx_row(5.0);
+    t.due_date = Some("2025-13-01".into());
+    req.applicant = Some(pb::ApplicantData {
+        transactions: vec![t],
+        ..Default::default()
+    });
+    let e = client
+        .score(with_key(req, PARTNER_KEY))
+        .await
+        .expect_err("bad date");
+    check(e, "applicant.transactions[0].due_date");
+    let mut req = score_req("r", "u1", "cash_loan");
+    req.consent_token.clear();
+    let e = client
+        .score(with_key(req, PARTNER_KEY))
+        .await
+        .expect_err("no consent");
+    check(e, "consent_token");
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_answers_every_item_even_without_engine() {
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    let reqs = vec![
+        score_req("a", "u1", "cash_loan"),
+        score_req("b", "", "cash_loan"),
+        score_req("c", "u3", "cash_loan"),
+    ];
+    let mut out = r
+        .scoring()
+        .score_stream(with_key(tokio_stream::iter(reqs), PARTNER_KEY))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(item) = out
+        .message()
+        .await
+        .expect("stream never fails for a bad item")
+    {
+        match item.item {
+            Some(Item::Error(e)) => got.push((e.request_id, e.code)),
+            other => panic!("no engine, no response: {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_string(), Code::Unavailable as i32),
+            ("b".to_string(), Code::InvalidArgument as i32),
+            ("c".to_string(), Code::Unavailable as i32),
+        ]
+    );
+    let e = r
+        .scoring()
+        .score_stream(tokio_stream::iter(vec![score_req("a", "u1", "cash_loan")]))
+        .await
+        .expect_err("stream needs a key");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_and_hold_no_personal_data() {
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    let secret_user = "user-4242-secret";
+    for _ in 0..3 {
+        r.scoring()
+            .ping(with_key(pb::PingRequest {}, PARTNER_KEY))
+            .await
+            .expect("ping");
+    }
+    let _ = r.scoring().ping(pb::PingRequest {}).await;
+    let _ = r
+        .scoring()
+        .score(with_key(
+            score_req("r", secret_user, "cash_loan"),
+            PARTNER_KEY,
+        ))
+        .await;
+    let text = http_get(r.metrics_addr, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("sesame_grpc_requests_total{method=\"Ping\",code=\"OK\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("sesame_grpc_requests_total{method=\"Ping\",code=\"Unauthenticated\"} 1"));
+    assert!(text.contains("sesame_grpc_requests_total{method=\"Score\",code=\"Unavailable\"} 1"));
+    assert!(text.contains("sesame_grpc_request_duration_seconds_count{method=\"Ping\"} 4"));
+    assert!(text.contains("sesame_engine_ready 0"));
+    assert!(!text.contains(secret_user));
+    assert!(http_get(r.metrics_addr, "/nope")
+        .await
+        .starts_with("HTTP/1.1 404"));
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_open_streams_finish() {
+    let (c, dir) = config_without_model();
+    let r = start(c, vec![dir]).await;
+    // Three open streams, each proven live by one round trip.
+    let mut streams = Vec::new();
+    for s in 0..3 {
+        let (tx, rx) = mpsc::channel::<pb::ScoreRequest>(4);
+        let mut out = r
+            .scoring()
+            .score_stream(with_key(ReceiverStream::new(rx), PARTNER_KEY))
+            .await
+            .expect("open stream")
+            .into_inner();
+        tx.send(score_req(&format!("{s}-0"), "u1", "cash_loan"))
+            .await
+            .expect("send");
+        let first = out.message().await.expect("item").expect("some item");
+        assert!(matches!(first.item, Some(Item::Error(ref e)) if e.request_id == format!("{s}-0")));
+        streams.push((tx, out));
+    }
+    let Running {
+        addr, stop, handle, ..
+    } = r;
+    let _ = stop.expect("stop sender").send(());
+    // Readiness signal for "shutdown began": the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "listener still accepting after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // In-flight streams still work, and the server waits for them.
+    for (s, (tx, out)) in streams.iter_mut().enumerate() {
+        for i in 1..3 {
+            tx.send(score_req(&format!("{s}-{i}"), "u1", "cash_loan"))
+                .await
+                .expect("send after shutdown began");
+            let item = out
+                .message()
+                .await
+                .expect("no failure mid-way")
+                .expect("item");
+            assert!(
+                matches!(item.item, Some(Item::Error(ref e)) if e.request_id == format!("{s}-{i}"))
+            );
+        }
+    }
+    assert!(!handle.is_finished(), "server returned with streams open");
+    for (tx, mut out) in streams {
+        drop(tx);
+        assert!(out.message().await.expect("clean end").is_none());
+    }
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("server returns after the streams closed")
+        .expect("no panic")
+        .expect("run returns Ok");
+}
+
+// ------------------------------------------------------------------ need the real engine
+
+/// A user the demo store holds: the first row of datasets/demo/users.parquet.
+fn demo_user() -> String {
+    let path = crate_path("datasets/demo/users.parquet");
+    let df =
+        sesame::io::read_parquet(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    let col = df.column("user_id").expect("user_id column");
+    let ids = col.str().expect("user_id is a string");
+    ids.get(0).expect("at least one user").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_score_happy_path() {
+    let config = config_with_engine();
+    let as_of = config.as_of;
+    let r = start(config, vec![]).await;
+    wait_serving(&r).await;
+    assert_eq!(health_of(&r, SCORING).await, ServingStatus::Serving);
+    let user = demo_user();
+    let mut client = r.scoring();
+    for scenario in ["cash_loan", "rental_deposit_free"] {
+        let resp = client
+            .score(with_key(score_req("req-1", &user, scenario), PARTNER_KEY))
+            .await
+            .unwrap_or_else(|e| panic!("{scenario}: {e:?}"))
+            .into_inner();
+        assert_eq!(resp.request_id, "req-1");
+        assert!((350..=950).contains(&resp.score), "{}", resp.score);
+        let band = pb::Band::try_from(resp.band).expect("band");
+        let want = sesame::service::convert::band(Band::of(resp.score));
+        assert_eq!(band, want);
+        assert!((0.0..=1.0).contains(&resp.probability_of_default));
+        assert_ne!(resp.decision, pb::Decision::Unspecified as i32);
+        assert!(!resp.dimension_scores.is_empty());
+        assert!(!resp.model_version.is_empty());
+        let fa = chrono::NaiveDate::parse_from_str(&resp.features_as_of, "%Y-%m-%d")
+            .expect("features_as_of is a date");
+        assert!(fa <= as_of);
+        for w in resp.reasons.windows(2) {
+            assert!(w[0].points_lost >= w[1].points_lost, "reasons are ranked");
+        }
+        let info = client
+            .get_model_info(with_key(pb::GetModelInfoRequest::default(), PARTNER_KEY))
+            .await
+            .expect("model info")
+            .into_inner();
+        assert!(info.is_champion);
+        assert_eq!(info.model_version, resp.model_version);
+        assert!(!info.features.is_empty());
+    }
+    // A new applicant scored from inline rows.
+    let mut req = score_req("req-2", "new-applicant-0001", "cash_loan");
+    req.applicant = Some(pb::ApplicantData {
+        identity: Some(pb::IdentityFacts {
+            signup_date: Some("2023-03-01".into()),
+            age: Some(31),
+            real_name_verified: Some(true),
+            ..Default::default()
+        }),
+        transactions: vec![tx_row(120.0), tx_row(80.5)],
+        ..Default::default()
+    });
+    let resp = client
+        .score(with_key(req, PARTNER_KEY))
+        .await
+        .expect("inline applicant scores")
+        .into_inner();
+    assert!((350..=950).contains(&resp.score));
+    let status = r
+        .admin()
+        .status(with_key(pb::StatusRequest {}, ADMIN_KEY))
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.engine_ready);
+    assert!(status.scenarios.iter().any(|s| s == "cash_loan"));
+    let text = http_get(r.metrics_addr, "/metrics").await;
+    assert!(text.contains("sesame_engine_ready 1"));
+    assert!(!text.contains(&user), "no user id in metrics");
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_every_error_code() {
+    let r = start(config_with_engine(), vec![]).await;
+    wait_serving(&r).await;
+    let user = demo_user();
+    let mut client = r.scoring();
+    let invalid = |e: tonic::Status, field: &str| {
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+        assert!(
+            e.message().starts_with(&format!("{field}:")),
+            "{field}: {e:?}"
+        );
+    };
+    let e = client
+        .score(with_key(score_req("r", "", "cash_loan"), PARTNER_KEY))
+        .await
+        .expect_err("empty user");
+    invalid(e, "user_id");
+    let e = client
+        .score(with_key(score_req("r", &user, "space_travel"), PARTNER_KEY))
+        .await
+        .expect_err("unknown scenario");
+    invalid(e, "scenario");
+    let mut req = score_req("r", "new-applicant-0002", "cash_loan");
+    req.applicant = Some(pb::ApplicantData {
+        transactions: vec![tx_row(f64::NAN)],
+        ..Default::default()
+    });
+    let e = client
+        .score(with_key(req, PARTNER_KEY))
+        .await
+        .expect_err("NaN");
+    invalid(e, "applicant.transactions[0].amount");
+    let mut req = score_req("r", "new-applicant-0003", "cash_loan");
+    req.applicant = Some(pb::ApplicantData {
+        behaviors: vec![
+            pb::BehaviorEvent {
+                ts_ms: 1_735_000_000_000,
+                event: "login".into(),
+                device_id: "d".into(),
+                ip_city: "c".into(),
+            };
+            sesame::scoring::MAX_INLINE_ROWS + 1
+        ],
+        ..Default::default()
+    });
+    let e = client
+        .score(with_key(req, PARTNER_KEY))
+        .await
+        .expect_err("oversize");
+    invalid(e, "applicant.behaviors");
+    let e = client
+        .score(with_key(
+            score_req("r", "no-such-user-in-the-store", "cash_loan"),
+            PARTNER_KEY,
+        ))
+        .await
+        .expect_err("unknown user");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = client
+        .score(with_key(
+            score_req("r", &user, "rental_deposit_free"),
+            NARROW_KEY,
+        ))
+        .await
+        .expect_err("scenario not allowed");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    client
+        .score(with_key(score_req("r", &user, "cash_loan"), NARROW_KEY))
+        .await
+        .expect("the narrow partner's own scenario");
+    // An unknown model version is a bad argument (the engine lists the loaded ones).
+    let mut req = score_req("r", &user, "cash_loan");
+    req.model_version = Some("no-such-model-version".into());
+    let e = client
+        .score(with_key(req, PARTNER_KEY))
+        .await
+        .expect_err("unknown model");
+    invalid(e, "model_version");
+    let e = client
+        .get_model_info(with_key(
+            pb::GetModelInfoRequest {
+                model_version: "no-such-model-version".into(),
+            },
+            PARTNER_KEY,
+        ))
+        .await
+        .expect_err("unknown model");
+    invalid(e, "model_version");
+    r.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_score_stream_with_a_bad_item_in_the_middle() {
+    let r = start(config_with_engine(), vec![]).await;
+    wait_serving(&r).await;
+    let user = demo_user();
+    let mut reqs: Vec<pb::ScoreRequest> = (0..5)
+        .map(|i| score_req(&format!("s{i}"), &user, "cash_loan"))
+        .collect();
+    reqs[2].applicant = Some(pb::ApplicantData {
+        transactions: vec![tx_row(-10.0)],
+        ..Default::default()
+    });
+    let mut out = r
+        .scoring()
+        .score_stream(with_key(tokio_stream::iter(reqs), PARTNER_KEY))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut items = Vec::new();
+    while let Some(item) = out.message().await.expect("stream survives the bad item") {
+        items.push(item.item.expect("item set"));
+    }
+    assert_eq!(items.len(), 5);
+    for (i, item) in items.iter().enumerate() {
+        match (i, item) {
+            (2, Item::Error(e)) => {
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+                assert_eq!(e.request_id, "s2");
+                assert!(
+                    e.message.starts_with("applicant.transactions[0].amount:"),
+                    "{e:?}"
+                );
+            }
+            (i, Item::Response(resp)) if i != 2 => {
+                assert_eq!(resp.request_id, format!("s{i}"));
+                assert!((350..=950).contains(&resp.score));
+            }
+            other => panic!("unexpected item {other:?}"),
+        }
+    }
+    r.shutdown().await.expect("clean shutdown");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read models dir").flatten() {
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).expect("copy");
+        }
+    }
+}
+
+fn corrupt_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("read").flatten() {
+        if e.path().is_dir() {
+            n += corrupt_files(&e.path());
+        } else {
+            std::fs::write(e.path(), b"{ this is not a model \x00\xff").expect("corrupt");
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_corrupt_model_reload_under_load_fails_no_call() {
+    let models = tempfile::tempdir().expect("tempdir");
+    copy_dir(&crate_path("models"), models.path());
+    let mut config = config_with_engine();
+    config.model_dir = models.path().to_path_buf();
+    let r = start(config, vec![]).await;
+    wait_serving(&r).await;
+    let user = demo_user();
+    let before = r
+        .admin()
+        .status(with_key(pb::StatusRequest {}, ADMIN_KEY))
+        .await
+        .expect("status")
+        .into_inner();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for w in 0..4 {
+        let mut client = r.scoring();
+        let (stop, ok, user) = (stop.clone(), ok.clone(), user.clone());
+        load.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let req = score_req(&format!("w{w}-{i}"), &user, "cash_loan");
+                match client.score(with_key(req, PARTNER_KEY)).await {
+                    Ok(_) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(e),
+                }
+                i += 1;
+            }
+            failures
+        }));
+    }
+    // Let the load get going (a readiness signal: calls have succeeded).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ok.load(Ordering::Relaxed) < 20 {
+        assert!(Instant::now() < deadline, "no successful calls under load");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(corrupt_files(models.path()) > 0, "models dir had files");
+    let e = r
+        .admin()
+        .reload_models(with_key(pb::ReloadRequest {}, ADMIN_KEY))
+        .await
+        .expect_err("a corrupt model is refused");
+    assert_ne!(e.code(), Code::Ok);
+    let mark = ok.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ok.load(Ordering::Relaxed) < mark + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "calls stopped succeeding after the reload"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let failures = t.await.expect("load task");
+        assert!(failures.is_empty(), "failed calls: {failures:?}");
+    }
+    let after = r
+        .admin()
+        .status(with_key(pb::StatusRequest {}, ADMIN_KEY))
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(after.champion_version, before.champion_version);
+    assert_eq!(health_of(&r, SCORING).await, ServingStatus::Serving);
+    r.shutdown().await.expect("clean shutdown");
+}
