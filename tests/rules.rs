@@ -60,7 +60,6 @@ fn run(set: &RuleSet, c: &Case) -> sesame::rules::Evaluation {
         band: Band::of(c.score),
         pd: 0.05,
         dimension_scores: &dims,
-        feature_names: &metas,
         feature_values: &values,
         velocity: VelocityCounts {
             partners_1h: c.velocity.min(1),

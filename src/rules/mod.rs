@@ -137,8 +137,7 @@ pub struct RuleInput<'a> {
     pub band: Band,
     pub pd: f64,
     pub dimension_scores: &'a [(Dimension, i32)],
-    /// Pipeline features of the user (name order given by `feature_names`).
-    pub feature_names: &'a [FeatureMeta],
+    /// Pipeline features of the user, in the order of the features the rule set was loaded with.
     pub feature_values: &'a [FeatureValue],
     pub velocity: VelocityCounts,
 }
@@ -302,10 +301,13 @@ impl RuleSet {
 
     /// Decides one request. Never fails: an unknown scenario is the caller's check.
     pub fn evaluate(&self, input: &RuleInput<'_>) -> Evaluation {
+        ROOT_CONTEXT.with(|root| self.evaluate_in(root, input))
+    }
+
+    fn evaluate_in(&self, root: &Context<'static, 'static>, input: &RuleInput<'_>) -> Evaluation {
         let mut decision = Decision::Approve;
         let mut hits = Vec::new();
         let mut params = BTreeMap::new();
-        let root = Context::default();
         for policy in self
             .policies
             .iter()
@@ -399,6 +401,12 @@ impl RuleSet {
             },
         }
     }
+}
+
+thread_local! {
+    /// CEL's root context holds the built-in function registry; building it per request costs
+    /// more than evaluating the rules, and it is not `Sync`, so each thread keeps one.
+    static ROOT_CONTEXT: Context<'static, 'static> = Context::default();
 }
 
 fn feature_value(v: &FeatureValue) -> Value {

@@ -280,6 +280,20 @@ impl ScoringEngine {
         self.rules.load().has_scenario(scenario)
     }
 
+    /// The champion model in force.
+    pub fn champion(&self) -> Arc<ModelBundle> {
+        self.models.load().champion().clone()
+    }
+
+    /// Up to `n` user ids of the champion's store (for benchmarks and examples).
+    pub fn stored_user_ids(&self, n: usize) -> Vec<String> {
+        let models = self.models.load();
+        models
+            .store(models.champion())
+            .map(|s| s.user_ids(n))
+            .unwrap_or_default()
+    }
+
     /// The champion's feature row for a stored user (pipeline order), e.g. for parity checks.
     pub fn stored_features(&self, user_id: &str) -> Option<Vec<FeatureValue>> {
         let models = self.models.load();
@@ -305,7 +319,6 @@ fn decide(
     as_of: NaiveDate,
 ) -> ScoreOutcome {
     let result = bundle.score(row);
-    let features = bundle.pipeline.spec.feature_metas();
     let eval = if input.scenario.is_empty() {
         None
     } else {
@@ -317,7 +330,6 @@ fn decide(
             band: result.band,
             pd: result.pd,
             dimension_scores: &result.dimension_scores,
-            feature_names: &features,
             feature_values: row,
             velocity,
         }))

@@ -45,6 +45,14 @@ impl FeatureStore {
         self.rows.is_empty()
     }
 
+    /// Up to `n` stored user ids, sorted (stable across runs).
+    pub fn user_ids(&self, n: usize) -> Vec<String> {
+        let mut ids: Vec<String> = self.rows.keys().cloned().collect();
+        ids.sort();
+        ids.truncate(n);
+        ids
+    }
+
     pub fn get(&self, user_id: &str) -> Option<&[FeatureValue]> {
         self.rows.get(user_id).map(|v| v.as_slice())
     }
