@@ -644,7 +644,7 @@ fn gen_user_events(seed: u64, i: u32, u: &User, rings: &[Ring], as_of: i32, buf:
     let first_month = month_index_of(ws);
 
     // Lateness propensity: the strongest observable carrier of creditworthiness.
-    let p_late = sigmoid(-2.3 - 1.5 * u.credit + 0.5 * normal(r));
+    let p_late = sigmoid(-2.2 - 2.3 * u.credit + 0.15 * normal(r));
     let late_mean = 3.0 + 30.0 * risk * risk;
 
     let mut tx: Vec<TxRow> = Vec::with_capacity(64);
@@ -732,7 +732,10 @@ fn gen_user_events(seed: u64, i: u32, u: &User, rings: &[Ring], as_of: i32, buf:
         }
     }
     // Utility bills: monthly, due at noon on a fixed day; lateness from the user's propensity.
-    if r.random_bool(0.5 + 0.05 * (4 - u.tier) as f64) {
+    // Up to two bill accounts (utilities, phone): the observable record of everyday punctuality.
+    let n_accounts = usize::from(r.random_bool(0.8 + 0.04 * (4 - u.tier) as f64))
+        + usize::from(r.random_bool(0.75));
+    for _ in 0..n_accounts {
         let dom = r.random_range(5..=25u32);
         let base = 90.0 + 0.012 * u.income;
         for m in first_month..=0 {

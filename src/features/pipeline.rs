@@ -15,7 +15,8 @@ use super::spec::{
 };
 use super::FeatureError;
 
-const AGE: &str = "__age_days";
+/// Every event row gets its age at as-of under this name; filters may use it (e.g. "the month before last").
+const AGE: &str = "days_before_as_of";
 const NBR: &str = "__nbr";
 const MS_PER_DAY: f64 = 86_400_000.0;
 const DAYS_PER_MONTH: f64 = 30.4375;
