@@ -36,6 +36,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Rule tools: build the blacklist from court judgments; check a rule directory.
+    #[command(subcommand)]
+    Rules(sesame::rules::cli::RulesCommand),
     /// Train a WoE scorecard (and a challenger) from a flat CSV/Parquet file or a pipeline's features.
     Train(sesame::model::cli::TrainArgs),
     /// Serve the gRPC API (health, reflection, CreditScoring, Admin) and /metrics.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             out,
         } => sesame::features::cli::run_features(&pipeline, &data, &as_of, &out),
         Command::Train(args) => sesame::model::cli::run_train(args),
+        Command::Rules(cmd) => sesame::rules::cli::run(cmd),
         Command::Serve(args) => sesame::server::serve_cli(args),
         Command::Bench(args) => sesame::service::bench::bench_cli(args),
     };

@@ -2,8 +2,8 @@
 //!
 //! [`run`] serves at once. The scoring engine loads on the blocking pool after the listener is
 //! up; until it has loaded, `grpc.health.v1` reports NOT_SERVING for `sesame.v1.CreditScoring`
-//! and scoring calls answer UNAVAILABLE. When the model directory changes (polled every
-//! `watch_interval`), models are reloaded (or the engine loaded, if it had failed). When
+//! and scoring calls answer UNAVAILABLE. When the model or rules directory changes (polled every
+//! `watch_interval`), models or rules are reloaded (or the engine loaded, if it had failed). When
 //! `shutdown` completes the server stops accepting, lets in-flight calls and open streams finish
 //! (up to `limits.shutdown_grace`) and returns `Ok(())`.
 
@@ -87,6 +87,7 @@ pub async fn run_with_metrics(
     let loader = tokio::spawn(load_then_watch(
         state.clone(),
         config.model_dir.clone(),
+        config.rules_dir.clone(),
         config.watch_interval,
         stop_rx.clone(),
     ));
@@ -130,14 +131,16 @@ pub async fn run_with_metrics(
     result
 }
 
-/// Loads the engine, then polls the model directory and reloads when it changes.
+/// Loads the engine, then polls the model and rules directories and reloads what changed.
 async fn load_then_watch(
     state: Arc<State>,
     model_dir: PathBuf,
+    rules_dir: PathBuf,
     every: Option<Duration>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut seen = fingerprint(model_dir.clone()).await;
+    let mut seen_models = fingerprint(model_dir.clone()).await;
+    let mut seen_rules = fingerprint(rules_dir.clone()).await;
     let _ = state.load_engine().await;
     let Some(every) = every else { return };
     loop {
@@ -145,14 +148,19 @@ async fn load_then_watch(
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let now = fingerprint(model_dir.clone()).await;
-        if now == seen {
-            continue;
+        // Errors are logged (and counted) by the reloads; what serves keeps serving.
+        let models = fingerprint(model_dir.clone()).await;
+        if models != seen_models {
+            seen_models = models;
+            tracing::info!("model directory changed; reloading models");
+            let _ = state.reload_models().await;
         }
-        seen = now;
-        tracing::info!("model directory changed; reloading models");
-        // Errors are logged (and counted) by reload_models; the old models keep serving.
-        let _ = state.reload_models().await;
+        let rules = fingerprint(rules_dir.clone()).await;
+        if rules != seen_rules {
+            seen_rules = rules;
+            tracing::info!("rules directory changed; reloading rules");
+            let _ = state.reload_rules().await;
+        }
     }
 }
 

@@ -970,3 +970,73 @@ async fn engine_corrupt_model_reload_under_load_fails_no_call() {
     assert_eq!(health_of(&r, SCORING).await, ServingStatus::Serving);
     r.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_reload_refuses_a_bad_file_and_applies_a_good_one() {
+    let rules = tempfile::tempdir().expect("tempdir");
+    copy_dir(&crate_path("rules"), rules.path());
+    let mut config = config_with_engine();
+    config.rules_dir = rules.path().to_path_buf();
+    let r = start(config, vec![]).await;
+    wait_serving(&r).await;
+    let user = demo_user();
+    let score = |id: &'static str| {
+        let mut client = r.scoring();
+        let user = user.clone();
+        async move {
+            client
+                .score(with_key(
+                    score_req(id, &user, "rental_deposit_free"),
+                    PARTNER_KEY,
+                ))
+                .await
+                .expect("score")
+                .into_inner()
+        }
+    };
+    let first = score("a").await;
+    let path = rules.path().join("rental_deposit_free.toml");
+    let good = std::fs::read_to_string(&path).expect("policy");
+
+    // A syntax error: refused naming the rule; the rules in force keep deciding.
+    std::fs::write(
+        &path,
+        good.replace("when = \"score >= 650\"", "when = \"score >= \""),
+    )
+    .expect("write");
+    let e = r
+        .admin()
+        .reload_rules(with_key(pb::ReloadRequest {}, ADMIN_KEY))
+        .await
+        .expect_err("a broken rule file is refused");
+    assert!(e.message().contains("RDF-003"), "{}", e.message());
+    let again = score("b").await;
+    assert_eq!(
+        (again.decision, again.rule_hits.clone()),
+        (first.decision, first.rule_hits.clone())
+    );
+
+    // A valid change takes effect without a restart: a new first rule sends everyone to review.
+    let trial = "[[rule]]\nid = \"RDF-000\"\ndescription = \"trial\"\nwhen = \"score >= 0\"\noutcome = \"review\"\nreason = \"trial period: manual review\"\n\n[[rule]]\nid = \"RDF-001\"";
+    std::fs::write(&path, good.replacen("[[rule]]\nid = \"RDF-001\"", trial, 1)).expect("write");
+    r.admin()
+        .reload_rules(with_key(pb::ReloadRequest {}, ADMIN_KEY))
+        .await
+        .expect("a valid rule file is applied");
+    let after = score("c").await;
+    assert_eq!(after.decision, pb::Decision::Review as i32);
+    assert!(
+        after.rule_hits.iter().any(|h| h.rule_id == "RDF-000"),
+        "{:?}",
+        after.rule_hits
+    );
+    assert_eq!(after.score, first.score, "rules never change the score");
+    // Per-rule hit counters of the rule set in force are exported.
+    let text = http_get(r.metrics_addr, "/metrics").await;
+    assert!(
+        text.contains("sesame_rule_hits_total{policy=\"rental_deposit_free\",rule=\"RDF-000\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("sesame_rules_info{version="), "{text}");
+    r.shutdown().await.expect("clean shutdown");
+}

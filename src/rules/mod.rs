@@ -13,6 +13,7 @@
 //! A condition that cannot be evaluated for a request (e.g. a comparison with a missing
 //! feature) does not hit; such errors are counted per rule.
 
+pub mod cli;
 pub mod velocity;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

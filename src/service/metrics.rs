@@ -123,6 +123,8 @@ pub struct Metrics {
     engine_ready: AtomicBool,
     model_version: Mutex<String>,
     reloads_failed: AtomicU64,
+    /// The engine whose rule counters are exported (set once it has loaded).
+    engine: Mutex<Option<std::sync::Arc<crate::scoring::ScoringEngine>>>,
 }
 
 impl Default for Metrics {
@@ -135,6 +137,7 @@ impl Default for Metrics {
             engine_ready: AtomicBool::new(false),
             model_version: Mutex::new(String::new()),
             reloads_failed: AtomicU64::new(0),
+            engine: Mutex::new(None),
         }
     }
 }
@@ -172,6 +175,13 @@ impl Metrics {
         self.scores.observe(idx, score.max(0) as u64);
     }
 
+    /// Exports the rule counters of `engine` (the rule set in force at each scrape).
+    pub fn watch_rules(&self, engine: std::sync::Arc<crate::scoring::ScoringEngine>) {
+        if let Ok(mut e) = self.engine.lock() {
+            *e = Some(engine);
+        }
+    }
+
     pub fn set_engine(&self, ready: bool, model_version: &str) {
         self.engine_ready.store(ready, Relaxed);
         if let Ok(mut v) = self.model_version.lock() {
@@ -181,6 +191,54 @@ impl Metrics {
 
     pub fn reload_failed(&self) {
         self.reloads_failed.fetch_add(1, Relaxed);
+    }
+
+    /// Per-rule hits and evaluation errors, and shadow policies' decisions, of the rule set in
+    /// force (counters restart when a new rule set is loaded).
+    fn render_rules(&self, out: &mut String) {
+        let engine = self.engine.lock().ok().and_then(|e| e.clone());
+        let Some(engine) = engine else { return };
+        let rules = engine.rules();
+        let clean = |s: &str| {
+            s.chars()
+                .filter(|c| !matches!(c, '"' | '\\' | '\n'))
+                .collect::<String>()
+        };
+        out.push_str(
+            "# HELP sesame_rule_hits_total Requests on which a rule hit, by policy and rule.\n",
+        );
+        out.push_str("# TYPE sesame_rule_hits_total counter\n");
+        let counters = rules.counters();
+        for (policy, rule, hits, _) in &counters {
+            let _ = writeln!(
+                out,
+                "sesame_rule_hits_total{{policy=\"{}\",rule=\"{}\"}} {hits}",
+                clean(policy),
+                clean(rule)
+            );
+        }
+        out.push_str("# HELP sesame_rule_errors_total Requests on which a rule could not be evaluated (counted as no hit).\n");
+        out.push_str("# TYPE sesame_rule_errors_total counter\n");
+        for (policy, rule, _, errors) in &counters {
+            let _ = writeln!(
+                out,
+                "sesame_rule_errors_total{{policy=\"{}\",rule=\"{}\"}} {errors}",
+                clean(policy),
+                clean(rule)
+            );
+        }
+        out.push_str("# HELP sesame_shadow_decisions_total Decisions shadow policies would have given (never returned).\n");
+        out.push_str("# TYPE sesame_shadow_decisions_total counter\n");
+        for (policy, counts) in rules.shadow_counters() {
+            for (d, n) in ["approve", "review", "reject"].iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "sesame_shadow_decisions_total{{policy=\"{}\",decision=\"{d}\"}} {n}",
+                    clean(&policy)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP sesame_rules_info The rule set in force (value always 1).\n# TYPE sesame_rules_info gauge\nsesame_rules_info{{version=\"{}\"}} 1", clean(&rules.version));
     }
 
     /// The text exposition format.
@@ -249,6 +307,7 @@ impl Metrics {
             .filter(|c| !matches!(c, '"' | '\\' | '\n'))
             .collect();
         let _ = writeln!(out, "sesame_model_info{{version=\"{version}\"}} 1");
+        self.render_rules(&mut out);
         out.push_str(
             "# HELP sesame_reloads_failed_total Reloads (admin or watcher) that were refused.\n",
         );

@@ -122,7 +122,9 @@ impl State {
         match blocking(move || ScoringEngine::load(cfg)).await {
             Ok(engine) => {
                 let version = engine.status().champion_version;
-                self.engine.store(Some(Arc::new(engine)));
+                let engine = Arc::new(engine);
+                self.metrics.watch_rules(engine.clone());
+                self.engine.store(Some(engine));
                 self.set_load_error(String::new());
                 self.metrics.set_engine(true, &version);
                 self.health
