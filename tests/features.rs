@@ -524,3 +524,86 @@ fn hash_ignores_formatting_and_tracks_definitions() {
     assert_ne!(a.hash(), c.hash());
     assert_eq!(a.hash().len(), 64);
 }
+
+#[test]
+fn flat_mode_passes_columns_through_typed_and_keeps_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("applicants.csv"),
+        "user_id,income,job,age\nu1,5000,clerk,31\nu2,NA,,45\nu3,7000,driver,\n",
+    )
+    .unwrap();
+    let listed = r#"
+[pipeline]
+name = "partner"
+version = "1"
+mode = "flat"
+base_table = "applicants"
+default_dimension = "capacity"
+[tables.applicants]
+file = "applicants.csv"
+[[feature]]
+name = "monthly_income"
+dimension = "capacity"
+description = "Declared monthly income"
+type = "float"
+kind = "column"
+column = "income"
+[[feature]]
+name = "job"
+dimension = "identity"
+description = "Occupation"
+type = "category"
+kind = "column"
+"#;
+    let p = Pipeline::from_spec(PipelineSpec::from_toml(listed).unwrap());
+    let tables = Tables::open_dir(&p.spec, dir.path()).unwrap();
+    let ds = sesame::features::to_dataset(&p.compute(&tables, as_of()).unwrap(), &p.spec).unwrap();
+    use sesame::domain::FeatureValue as V;
+    assert_eq!(ds.ids, ["u1", "u2", "u3"]);
+    assert_eq!(ds.row(0), vec![V::Num(5000.0), V::Cat("clerk".into())]);
+    assert_eq!(ds.row(1), vec![V::Missing, V::Missing]);
+    assert_eq!(ds.columns[0].meta.description, "Declared monthly income");
+
+    // No column list: every column passes through, numbers numeric, text categorical.
+    let all = listed.split("[[feature]]").next().unwrap();
+    let p = Pipeline::from_spec(PipelineSpec::from_toml(all).unwrap());
+    let ds = sesame::features::to_dataset(&p.compute(&tables, as_of()).unwrap(), &p.spec).unwrap();
+    let names: Vec<&str> = ds.columns.iter().map(|c| c.meta.name.as_str()).collect();
+    assert_eq!(names, ["income", "job", "age"]);
+    assert_eq!(
+        ds.row(2),
+        vec![V::Num(7000.0), V::Cat("driver".into()), V::Missing]
+    );
+    assert!(ds
+        .columns
+        .iter()
+        .all(|c| c.meta.dimension == sesame::domain::Dimension::Capacity));
+}
+
+#[test]
+fn a_model_refuses_a_pipeline_it_was_not_trained_on() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["scorecard.json", "pipeline.toml"] {
+        std::fs::copy(root.join("models/default").join(f), dir.path().join(f)).unwrap();
+    }
+    assert!(sesame::scoring::bundle::ModelBundle::load(dir.path()).is_ok());
+    // A comment does not change the pipeline; a definition does.
+    let text = std::fs::read_to_string(dir.path().join("pipeline.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        format!("# reviewed\n{text}"),
+    )
+    .unwrap();
+    assert!(sesame::scoring::bundle::ModelBundle::load(dir.path()).is_ok());
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        text.replace("window_days = 90", "window_days = 60"),
+    )
+    .unwrap();
+    let e = sesame::scoring::bundle::ModelBundle::load(dir.path())
+        .err()
+        .expect("refused");
+    assert!(e.contains("trained on pipeline"), "{e}");
+}

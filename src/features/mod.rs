@@ -37,6 +37,13 @@ pub fn to_dataset(df: &DataFrame, spec: &PipelineSpec) -> Result<Dataset, Featur
             .collect(),
         Err(_) => (0..df.height()).map(|i| i.to_string()).collect(),
     };
+    if spec.mode == spec::Mode::Flat && spec.features.is_empty() {
+        return Ok(Dataset {
+            ids,
+            columns: infer_columns(df, spec)?,
+            target: None,
+        });
+    }
     let mut columns = Vec::with_capacity(spec.features.len());
     for f in &spec.features {
         let c = df.column(f.meta.name.as_str()).map_err(|_| {
@@ -56,6 +63,28 @@ pub fn to_dataset(df: &DataFrame, spec: &PipelineSpec) -> Result<Dataset, Featur
         columns,
         target: None,
     })
+}
+
+/// Flat mode without a column list: numbers are numeric features, everything else categorical.
+fn infer_columns(df: &DataFrame, spec: &PipelineSpec) -> Result<Vec<FeatureColumn>, FeatureError> {
+    let mut columns = Vec::new();
+    for c in df.columns() {
+        if c.name().as_str() == spec.key {
+            continue;
+        }
+        let values = if c.dtype().is_primitive_numeric() {
+            ColumnValues::Numeric(float_values(c)?)
+        } else {
+            ColumnValues::Categorical(string_values(c)?)
+        };
+        let meta = crate::domain::FeatureMeta {
+            name: c.name().to_string(),
+            dimension: spec.default_dimension,
+            description: c.name().to_string(),
+        };
+        columns.push(FeatureColumn { meta, values });
+    }
+    Ok(columns)
 }
 
 fn string_values(c: &Column) -> Result<Vec<Option<String>>, FeatureError> {

@@ -41,11 +41,18 @@ impl Tables {
                     path.display()
                 )));
             }
-            let p = path
-                .to_str()
-                .ok_or_else(|| FeatureError::Data(format!("non UTF-8 path {}", path.display())))?;
-            let lf = LazyFrame::scan_parquet(PlRefPath::new(p), ScanArgsParquet::default())
-                .map_err(|e| FeatureError::Data(format!("table '{name}': {e}")))?;
+            let lf = if file.ends_with(".parquet") || file.ends_with(".pq") {
+                let p = path.to_str().ok_or_else(|| {
+                    FeatureError::Data(format!("non UTF-8 path {}", path.display()))
+                })?;
+                LazyFrame::scan_parquet(PlRefPath::new(p), ScanArgsParquet::default())
+                    .map_err(|e| FeatureError::Data(format!("table '{name}': {e}")))?
+            } else {
+                // A partner's CSV: empty cells and NA are missing.
+                super::frame::read_table(&path)
+                    .map_err(|e| FeatureError::Data(format!("table '{name}': {e}")))?
+                    .lazy()
+            };
             frames.insert(name, lf);
         }
         Ok(Tables { frames })
@@ -513,6 +520,10 @@ impl Pipeline {
         let mut out = Vec::new();
         if schema.get(key).is_some() {
             out.push(col(key));
+        }
+        if self.spec.features.is_empty() {
+            // No columns listed: every column passes through as it was read.
+            return Ok(base);
         }
         for f in &self.spec.features {
             let Definition::Column { column } = &f.def else {
