@@ -155,24 +155,7 @@ impl ScoringEngine {
         let models = self.models.load();
         let bundle = models.champion();
         let as_of = models.store(bundle)?.as_of;
-        Ok(rows
-            .map(|(user, row)| {
-                let input = ScoreInput {
-                    user_id: user.to_string(),
-                    scenario: scenario.unwrap_or_default().to_string(),
-                    partner_id: "batch".into(),
-                    ..Default::default()
-                };
-                decide(
-                    bundle,
-                    &rules,
-                    row,
-                    &input,
-                    VelocityCounts::default(),
-                    as_of,
-                )
-            })
-            .collect())
+        Ok(decide_rows(bundle, &rules, scenario, as_of, rows))
     }
 
     pub fn model_info(&self, version: Option<&str>) -> Result<ModelInfo, ScoringError> {
@@ -299,6 +282,38 @@ impl ScoringEngine {
         let models = self.models.load();
         let store = models.store(models.champion()).ok()?;
         store.get(user_id).map(|r| r.to_vec())
+    }
+}
+
+/// Scorecard + rules for many users from precomputed pipeline rows, with no engine around them:
+/// what [`ScoringEngine::score_rows`] runs, and what `sesame batch` runs over a population too
+/// large for the in-memory store. `scenario` must be known to `rules` (the caller checks, see
+/// [`check_scenario`]); `None` scores without a decision (`review`, no hits), as the service does.
+pub fn decide_rows<'a>(
+    bundle: &ModelBundle,
+    rules: &RuleSet,
+    scenario: Option<&str>,
+    as_of: NaiveDate,
+    rows: impl Iterator<Item = (&'a str, &'a [FeatureValue])>,
+) -> Vec<ScoreOutcome> {
+    rows.map(|(user, row)| {
+        let input = ScoreInput {
+            user_id: user.to_string(),
+            scenario: scenario.unwrap_or_default().to_string(),
+            partner_id: "batch".into(),
+            ..Default::default()
+        };
+        decide(bundle, rules, row, &input, VelocityCounts::default(), as_of)
+    })
+    .collect()
+}
+
+/// The service's "unknown scenario" error, for callers that hold a rule set without an engine.
+pub fn check_scenario(rules: &RuleSet, scenario: &str) -> Result<(), ScoringError> {
+    if rules.has_scenario(scenario) {
+        Ok(())
+    } else {
+        Err(unknown_scenario(scenario, rules.scenarios()))
     }
 }
 
