@@ -22,7 +22,7 @@ use polars::prelude::*;
 use crate::domain::{Dimension, FeatureValue};
 use crate::features::{to_dataset, Tables};
 use crate::model::scorecard::N_REASONS;
-use crate::rules::{Lists, RuleSet};
+use crate::rules::RuleSet;
 use crate::scoring::bundle::ModelBundle;
 use crate::scoring::engine::{check_scenario, decide_rows};
 use crate::scoring::ScoreOutcome;
@@ -163,11 +163,10 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
             let rules = RuleSet::load(&args.rules, &spec.feature_metas())
                 .map_err(|e| anyhow::anyhow!("rules refused: {e}"))?;
             check_scenario(&rules, s)?;
-            rules
+            Some(rules)
         }
-        // No scenario: no rule is evaluated; an empty set keeps the one code path.
-        None => RuleSet::from_sources(&[], &spec.feature_metas(), Lists::default())
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        // No scenario: no rule is evaluated (as for a Score request without one).
+        None => None,
     };
     let df = load_features(&bundle, &args.data, as_of, args.quiet)?;
     let n = df.height();
@@ -182,7 +181,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
         bundle.version(),
         bundle.pipeline.hash(),
         args.scenario.as_deref().unwrap_or(""),
-        if args.scenario.is_some() { rules.version.as_str() } else { "" },
+        rules.as_ref().map(|r| r.version.as_str()).unwrap_or(""),
         std::fs::canonicalize(&args.data)
             .unwrap_or_else(|_| args.data.clone())
             .display(),
@@ -226,7 +225,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
         let rows: Vec<Vec<FeatureValue>> = (0..ds.n_rows()).map(|r| ds.row(r)).collect();
         let outcomes = score_parallel(
             &bundle,
-            &rules,
+            rules.as_ref(),
             args.scenario.as_deref(),
             as_of,
             &ds.ids,
@@ -346,7 +345,7 @@ fn prepare_parts_dir(dir: &Path, manifest: &str, resume: bool) -> anyhow::Result
 /// [`decide_rows`] over the available cores, output in input order.
 fn score_parallel(
     bundle: &ModelBundle,
-    rules: &RuleSet,
+    rules: Option<&RuleSet>,
     scenario: Option<&str>,
     as_of: NaiveDate,
     ids: &[String],
