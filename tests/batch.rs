@@ -274,7 +274,7 @@ fn killed_job_leaves_no_output_and_resumes_to_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("scores.parquet");
     let parts = parts_dir(&out);
-    let common = |c: &mut Command, out: &Path| {
+    let job = |c: &mut Command, out: &Path, part_size: &str| {
         c.args([
             "batch",
             "--model",
@@ -282,16 +282,12 @@ fn killed_job_leaves_no_output_and_resumes_to_the_same_rows() {
             "--data",
             "datasets/demo",
         ])
-        .args([
-            "--scenario",
-            "rental_deposit_free",
-            "--part-size",
-            "2000",
-            "--quiet",
-        ])
+        .args(["--scenario", "rental_deposit_free", "--quiet"])
+        .args(["--part-size", part_size])
         .arg("--out")
         .arg(out);
     };
+    let common = |c: &mut Command, out: &Path| job(c, out, "2000");
     let mut c = sesame();
     common(&mut c, &out);
     let mut child = c
@@ -325,6 +321,15 @@ fn killed_job_leaves_no_output_and_resumes_to_the_same_rows() {
         })
         .count();
     assert!((1..10).contains(&done), "{done} parts done before the kill");
+
+    // Parts of another job (here: another part size) are never mixed in.
+    let mut c = sesame();
+    job(&mut c, &out, "3000");
+    let res = c.arg("--resume").output().unwrap();
+    assert!(!res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("parts of a different job"), "{stderr}");
+    assert!(!out.exists() && first.exists());
 
     let mut c = sesame();
     common(&mut c, &out);

@@ -328,8 +328,10 @@ fn load_features(
 
 fn prepare_parts_dir(dir: &Path, manifest: &str, resume: bool) -> anyhow::Result<()> {
     let mpath = dir.join(MANIFEST);
-    if resume && dir.is_dir() {
-        let found = std::fs::read_to_string(&mpath).unwrap_or_default();
+    // A directory without a manifest was killed before its first part: start it afresh.
+    if resume && mpath.is_file() {
+        let found = std::fs::read_to_string(&mpath)
+            .with_context(|| format!("cannot read {}", mpath.display()))?;
         if found != manifest {
             bail!(
                 "{} holds parts of a different job (model, data, scenario, rules or part size differ); remove it or run without --resume",
