@@ -235,3 +235,53 @@ pub fn scorecard_sql(
     );
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_round_trip_and_are_typed_double() {
+        let ansi = Sql {
+            dialect: Dialect::Ansi,
+        };
+        let pg = Sql {
+            dialect: Dialect::Postgres,
+        };
+        for x in [
+            0.1,
+            -39.10614902411258,
+            9.80392156862745e-3,
+            1.0 / 3.0,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            650.0,
+            -0.0,
+        ] {
+            let lit = ansi.num(x).unwrap();
+            assert!(lit.contains('e'), "{lit} would be a DECIMAL literal");
+            assert_eq!(lit.parse::<f64>().unwrap().to_bits(), x.to_bits(), "{lit}");
+            assert_eq!(
+                pg.num(x).unwrap(),
+                format!("CAST('{lit}' AS DOUBLE PRECISION)")
+            );
+        }
+        assert!(ansi.num(f64::NAN).is_err());
+        assert!(ansi.num(f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn quoting_per_dialect() {
+        let spark = Sql {
+            dialect: Dialect::Spark,
+        };
+        let duck = Sql {
+            dialect: Dialect::Duckdb,
+        };
+        assert_eq!(spark.ident("a`b"), "`a``b`");
+        assert_eq!(duck.ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(spark.str_lit("it's\\"), "'it\\'s\\\\'");
+        assert_eq!(duck.str_lit("it's"), "'it''s'");
+    }
+}
