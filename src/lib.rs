@@ -2,6 +2,7 @@
 //! raw tables (`datasets`) → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` →
 //! `scoring` (the engine the `service` and `batch` share) → `eval`.
 
+pub mod batch;
 pub mod config;
 pub mod datasets;
 pub mod domain;

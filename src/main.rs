@@ -43,6 +43,10 @@ enum Command {
     Train(sesame::model::cli::TrainArgs),
     /// Serve the gRPC API (health, reflection, CreditScoring, Admin) and /metrics.
     Serve(sesame::server::ServeArgs),
+    /// Score a whole population (raw tables or a feature table) to Parquet, with the service's code.
+    Batch(sesame::batch::BatchArgs),
+    /// Export the scorecard as one SQL query over a feature table (score, band, PD).
+    ExportSql(sesame::batch::sql::ExportSqlArgs),
     /// Load-test a running server: Score and Ping throughput and latency.
     Bench(sesame::service::bench::BenchArgs),
 }
@@ -94,6 +98,8 @@ fn main() -> ExitCode {
         Command::Rules(cmd) => sesame::rules::cli::run(cmd),
         Command::Serve(args) => sesame::server::serve_cli(args),
         Command::Bench(args) => sesame::service::bench::bench_cli(args),
+        Command::Batch(args) => sesame::batch::batch_cli(args),
+        Command::ExportSql(args) => sesame::batch::sql::export_sql_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -136,7 +136,14 @@ impl ScoringEngine {
         let velocity = self
             .velocity
             .record(&input.user_id, &input.partner_id, now_ms);
-        Ok(decide(bundle, &rules, row, input, velocity, store.as_of))
+        Ok(decide(
+            bundle,
+            Some(&rules),
+            row,
+            input,
+            velocity,
+            store.as_of,
+        ))
     }
 
     /// Scores users in bulk from precomputed pipeline rows (batch jobs): same scorecard and
@@ -155,24 +162,7 @@ impl ScoringEngine {
         let models = self.models.load();
         let bundle = models.champion();
         let as_of = models.store(bundle)?.as_of;
-        Ok(rows
-            .map(|(user, row)| {
-                let input = ScoreInput {
-                    user_id: user.to_string(),
-                    scenario: scenario.unwrap_or_default().to_string(),
-                    partner_id: "batch".into(),
-                    ..Default::default()
-                };
-                decide(
-                    bundle,
-                    &rules,
-                    row,
-                    &input,
-                    VelocityCounts::default(),
-                    as_of,
-                )
-            })
-            .collect())
+        Ok(decide_rows(bundle, Some(&rules), scenario, as_of, rows))
     }
 
     pub fn model_info(&self, version: Option<&str>) -> Result<ModelInfo, ScoringError> {
@@ -302,6 +292,39 @@ impl ScoringEngine {
     }
 }
 
+/// Scorecard + rules for many users from precomputed pipeline rows, with no engine around them:
+/// what [`ScoringEngine::score_rows`] runs, and what `sesame batch` runs over a population too
+/// large for the in-memory store. `scenario` must be known to `rules` (the caller checks, see
+/// [`check_scenario`]); without a scenario (or without rules) no rule is evaluated and the
+/// decision is `review` with no hits, as the service answers a request without a scenario.
+pub fn decide_rows<'a>(
+    bundle: &ModelBundle,
+    rules: Option<&RuleSet>,
+    scenario: Option<&str>,
+    as_of: NaiveDate,
+    rows: impl Iterator<Item = (&'a str, &'a [FeatureValue])>,
+) -> Vec<ScoreOutcome> {
+    rows.map(|(user, row)| {
+        let input = ScoreInput {
+            user_id: user.to_string(),
+            scenario: scenario.unwrap_or_default().to_string(),
+            partner_id: "batch".into(),
+            ..Default::default()
+        };
+        decide(bundle, rules, row, &input, VelocityCounts::default(), as_of)
+    })
+    .collect()
+}
+
+/// The service's "unknown scenario" error, for callers that hold a rule set without an engine.
+pub fn check_scenario(rules: &RuleSet, scenario: &str) -> Result<(), ScoringError> {
+    if rules.has_scenario(scenario) {
+        Ok(())
+    } else {
+        Err(unknown_scenario(scenario, rules.scenarios()))
+    }
+}
+
 fn unknown_scenario(s: &str, known: &[String]) -> ScoringError {
     ScoringError::invalid(
         "scenario",
@@ -312,17 +335,15 @@ fn unknown_scenario(s: &str, known: &[String]) -> ScoringError {
 /// Scorecard + rules for one user: the one place a decision is made, online or in batch.
 fn decide(
     bundle: &ModelBundle,
-    rules: &RuleSet,
+    rules: Option<&RuleSet>,
     row: &[FeatureValue],
     input: &ScoreInput,
     velocity: VelocityCounts,
     as_of: NaiveDate,
 ) -> ScoreOutcome {
     let result = bundle.score(row);
-    let eval = if input.scenario.is_empty() {
-        None
-    } else {
-        Some(rules.evaluate(&RuleInput {
+    let eval = rules.filter(|_| !input.scenario.is_empty()).map(|rules| {
+        rules.evaluate(&RuleInput {
             scenario: &input.scenario,
             partner: &input.partner_id,
             user_id: &input.user_id,
@@ -332,8 +353,8 @@ fn decide(
             dimension_scores: &result.dimension_scores,
             feature_values: row,
             velocity,
-        }))
-    };
+        })
+    });
     let (decision, rule_hits, params) = match eval {
         Some(e) => (e.decision, e.hits, e.params),
         None => (Decision::Review, vec![], BTreeMap::new()),
