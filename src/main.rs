@@ -38,6 +38,8 @@ enum Command {
     },
     /// Train a WoE scorecard (and a challenger) from a flat CSV/Parquet file or a pipeline's features.
     Train(sesame::model::cli::TrainArgs),
+    /// Evaluate a model on labelled data: report.json + report.html (metrics, PSI/CSI, plots).
+    Evaluate(sesame::eval::cli::EvaluateArgs),
     /// Serve the gRPC API (health, reflection, CreditScoring, Admin) and /metrics.
     Serve(sesame::server::ServeArgs),
     /// Load-test a running server: Score and Ping throughput and latency.
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
             out,
         } => sesame::features::cli::run_features(&pipeline, &data, &as_of, &out),
         Command::Train(args) => sesame::model::cli::run_train(args),
+        Command::Evaluate(args) => sesame::eval::cli::run_evaluate(&args).map(|_| ()),
         Command::Serve(args) => sesame::server::serve_cli(args),
         Command::Bench(args) => sesame::service::bench::bench_cli(args),
     };
