@@ -41,6 +41,8 @@ enum Command {
     Rules(sesame::rules::cli::RulesCommand),
     /// Train a WoE scorecard (and a challenger) from a flat CSV/Parquet file or a pipeline's features.
     Train(sesame::model::cli::TrainArgs),
+    /// Evaluate a model on labelled data: report.json + report.html (metrics, PSI/CSI, plots).
+    Evaluate(sesame::eval::cli::EvaluateArgs),
     /// Serve the gRPC API (health, reflection, CreditScoring, Admin) and /metrics.
     Serve(sesame::server::ServeArgs),
     /// Score a whole population (raw tables or a feature table) to Parquet, with the service's code.
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         } => sesame::features::cli::run_features(&pipeline, &data, &as_of, &out),
         Command::Train(args) => sesame::model::cli::run_train(args),
         Command::Rules(cmd) => sesame::rules::cli::run(cmd),
+        Command::Evaluate(args) => sesame::eval::cli::run_evaluate(&args).map(|_| ()),
         Command::Serve(args) => sesame::server::serve_cli(args),
         Command::Bench(args) => sesame::service::bench::bench_cli(args),
         Command::Batch(args) => sesame::batch::batch_cli(args),

@@ -1,2 +1,4 @@
-//! Evaluation: discrimination and calibration metrics, score stability.
+//! Evaluation: discrimination and calibration metrics, score stability, the `evaluate` report.
+pub mod cli;
 pub mod metrics;
+pub mod report;

@@ -113,73 +113,26 @@ fn train_config(args: &TrainArgs, pipeline_hash: Option<String>) -> TrainConfig 
 /// Pipeline mode: raw tables → the pipeline's features (the same code the service and batch
 /// use) → labels joined by key → fixed split → scorecard; the pipeline file travels with the model.
 fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
-    use crate::features::{to_dataset, Pipeline, Tables};
-    use polars::prelude::*;
+    use crate::features::Pipeline;
 
     let pipeline_path = args.pipeline.clone().unwrap_or_default();
     let pipeline_text = std::fs::read_to_string(&pipeline_path)
         .with_context(|| format!("--pipeline: cannot read {}", pipeline_path.display()))?;
     let pipeline = Pipeline::load(&pipeline_path)?;
     let as_of = crate::io::parse_date("--as-of", args.as_of.as_deref().unwrap_or(""))?;
-    let tables = Tables::open_dir(&pipeline.spec, &args.data)?;
-    let features = pipeline
-        .compute(&tables, as_of)
-        .context("computing features")?;
-    let key = pipeline.spec.key.clone();
     let target = args.target.clone().unwrap_or_else(|| "defaulted".into());
     let labels_path = args
         .labels
         .clone()
         .unwrap_or_else(|| args.data.join("labels.parquet"));
-    let labels = read_table(&labels_path)?;
-    let labels = labels
-        .lazy()
-        .select([col(key.as_str()), col(target.as_str()).alias("__target")])
-        .collect()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "--labels {}: needs columns '{key}' and '{target}': {e}",
-                labels_path.display()
-            )
-        })?;
-    let mut join = JoinArgs::new(JoinType::Inner);
-    join.maintain_order = MaintainOrderJoin::Left;
-    let joined = features
-        .lazy()
-        .join(
-            labels.lazy(),
-            [col(key.as_str())],
-            [col(key.as_str())],
-            join,
-        )
-        .collect()
-        .map_err(|e| anyhow::anyhow!("joining labels: {e}"))?;
-    let mut ds = to_dataset(&joined, &pipeline.spec)?;
-    let target_col = joined
-        .column("__target")
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let as_text = target_col
-        .cast(&DataType::String)
-        .map_err(|e| anyhow::anyhow!("target '{target}': {e}"))?;
-    let bad_value = args.bad_value.clone();
-    let mut y = Vec::with_capacity(joined.height());
-    for (i, v) in as_text
-        .str()
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .iter()
-        .enumerate()
-    {
-        let v = v.ok_or_else(|| anyhow::anyhow!("target '{target}': missing on row {i}"))?;
-        y.push(match (&bad_value, v) {
-            (Some(b), v) => u8::from(v == b),
-            (None, "1" | "true") => 1,
-            (None, "0" | "false") => 0,
-            (None, other) => {
-                anyhow::bail!("target '{target}': value '{other}' is not binary; pass --bad-value")
-            }
-        });
-    }
-    ds.target = Some(y);
+    let (ds, joined) = pipeline_dataset(
+        &pipeline,
+        &args.data,
+        as_of,
+        &labels_path,
+        &target,
+        args.bad_value.as_deref(),
+    )?;
     let keys: Vec<i64> = match &args.split_key {
         Some(k) => integer_column(&joined, k)?,
         None => (0..joined.height() as i64).collect(),
@@ -207,6 +160,77 @@ fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
         &pipeline.hash()[..12]
     );
     Ok(())
+}
+
+/// Pipeline mode data: raw tables in `data` → the pipeline's features as of `as_of` → labels
+/// (`target` of `labels_path`, 1/true = bad unless `bad_value`) joined by key, in the feature
+/// table's row order. Returns the dataset (with target) and the joined frame (for a split key).
+/// Training and `sesame evaluate` share this so that both see the same rows in the same order.
+pub fn pipeline_dataset(
+    pipeline: &crate::features::Pipeline,
+    data: &Path,
+    as_of: chrono::NaiveDate,
+    labels_path: &Path,
+    target: &str,
+    bad_value: Option<&str>,
+) -> anyhow::Result<(crate::domain::Dataset, polars::prelude::DataFrame)> {
+    use crate::features::{to_dataset, Tables};
+    use polars::prelude::*;
+
+    let tables = Tables::open_dir(&pipeline.spec, data)?;
+    let features = pipeline
+        .compute(&tables, as_of)
+        .context("computing features")?;
+    let key = pipeline.spec.key.clone();
+    let labels = read_table(labels_path)?;
+    let labels = labels
+        .lazy()
+        .select([col(key.as_str()), col(target).alias("__target")])
+        .collect()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--labels {}: needs columns '{key}' and '{target}': {e}",
+                labels_path.display()
+            )
+        })?;
+    let mut join = JoinArgs::new(JoinType::Inner);
+    join.maintain_order = MaintainOrderJoin::Left;
+    let joined = features
+        .lazy()
+        .join(
+            labels.lazy(),
+            [col(key.as_str())],
+            [col(key.as_str())],
+            join,
+        )
+        .collect()
+        .map_err(|e| anyhow::anyhow!("joining labels: {e}"))?;
+    let mut ds = to_dataset(&joined, &pipeline.spec)?;
+    let target_col = joined
+        .column("__target")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let as_text = target_col
+        .cast(&DataType::String)
+        .map_err(|e| anyhow::anyhow!("target '{target}': {e}"))?;
+    let mut y = Vec::with_capacity(joined.height());
+    for (i, v) in as_text
+        .str()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .iter()
+        .enumerate()
+    {
+        let v = v.ok_or_else(|| anyhow::anyhow!("target '{target}': missing on row {i}"))?;
+        y.push(match (bad_value, v) {
+            (Some(b), v) => u8::from(v == b),
+            (None, "1" | "true") => 1,
+            (None, "0" | "false") => 0,
+            (None, other) => {
+                anyhow::bail!("target '{target}': value '{other}' is not binary; pass --bad-value")
+            }
+        });
+    }
+    ds.target = Some(y);
+    Ok((ds, joined))
 }
 
 fn print_report(m: &TrainedModel) {
