@@ -4,7 +4,9 @@
 //!
 //! Partners authenticate with API keys; the configuration holds only the keys' SHA-256 hashes.
 //! Demo mode adds the partner `demo` (key `sesame-demo-key`) and the admin key
-//! `sesame-demo-admin-key`. Production mode refuses to start without partners, or with a demo key.
+//! `sesame-demo-admin-key`. Production mode refuses to start without partners, with a demo key,
+//! without an admin key, without its own consent-signing secret, or with the audit log off
+//! (docs/security.md).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,14 @@ pub const DEMO_PARTNER_KEY: &str = "sesame-demo-key";
 pub const DEMO_ADMIN_KEY: &str = "sesame-demo-admin-key";
 /// The demo partner's id.
 pub const DEMO_PARTNER_ID: &str = "demo";
+/// The demo consent-signing secret (demo mode only; production refuses it).
+pub const DEMO_CONSENT_SECRET: &str = crate::security::consent::DEMO_CONSENT_SECRET;
+/// Shortest consent-signing secret accepted, bytes.
+pub const MIN_CONSENT_SECRET_BYTES: usize = 32;
+/// Rate limit of a configured partner that names none: requests per second, burst.
+pub const DEFAULT_PARTNER_RATE: (u32, u32) = (100, 200);
+/// Rate limit of the demo partner (generous: `sesame bench` must not hit it).
+pub const DEMO_PARTNER_RATE: (u32, u32) = (100_000, 100_000);
 /// Scenarios the project ships rules for.
 pub const SHIPPED_SCENARIOS: [&str; 2] = ["rental_deposit_free", "cash_loan"];
 
@@ -67,6 +77,41 @@ pub struct PartnerConfig {
     pub key_sha256: String,
     /// Scenarios the partner may score.
     pub scenarios: Vec<String>,
+    /// Sustained rate of Score calls (and ScoreStream items) allowed, per second.
+    pub rate_per_sec: u32,
+    /// Calls allowed at once above the sustained rate (token-bucket size).
+    pub burst: u32,
+}
+
+impl PartnerConfig {
+    /// A partner with the default rate limit.
+    pub fn new(id: &str, key_sha256: &str, scenarios: &[&str]) -> PartnerConfig {
+        PartnerConfig {
+            id: id.to_string(),
+            key_sha256: key_sha256.to_string(),
+            scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
+            rate_per_sec: DEFAULT_PARTNER_RATE.0,
+            burst: DEFAULT_PARTNER_RATE.1,
+        }
+    }
+}
+
+/// The query audit log (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Off only to measure what the audit costs (`sesame bench`); refused in production mode.
+    pub enabled: bool,
+    /// The SQLite file (WAL mode); its directory is created when missing.
+    pub path: PathBuf,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            enabled: true,
+            path: PathBuf::from("var/audit.db"),
+        }
+    }
 }
 
 /// Limits protecting the server.
@@ -122,6 +167,9 @@ pub struct Config {
     pub partners: Vec<PartnerConfig>,
     /// SHA-256 (hex) of the admin key; `None` = Admin disabled (demo mode uses the demo admin key).
     pub admin_key_sha256: Option<String>,
+    /// HMAC key signing user consent tokens; `None` = the demo secret (demo mode only).
+    pub consent_secret: Option<String>,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -140,6 +188,8 @@ impl Default for Config {
             inline_scoring: false,
             partners: Vec::new(),
             admin_key_sha256: None,
+            consent_secret: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -165,7 +215,9 @@ struct FileConfig {
     watch_interval_secs: Option<u64>,
     inline_scoring: Option<bool>,
     admin_key_sha256: Option<String>,
+    consent_secret: Option<String>,
     limits: Option<FileLimits>,
+    audit: Option<FileAudit>,
     #[serde(default)]
     partners: Vec<FilePartner>,
 }
@@ -181,12 +233,21 @@ struct FileLimits {
     shutdown_grace_secs: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    enabled: Option<bool>,
+    path: Option<PathBuf>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilePartner {
     id: String,
     key_sha256: String,
     scenarios: Vec<String>,
+    rate_per_sec: Option<u32>,
+    burst: Option<u32>,
 }
 
 fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -226,7 +287,8 @@ fn interval(secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-/// `SESAME_PARTNERS`: `id:sha256hex:scenario1|scenario2`, several separated by `,`.
+/// `SESAME_PARTNERS`: `id:sha256hex:scenario1|scenario2[:rate_per_sec[:burst]]`, several
+/// separated by `,`.
 fn parse_partners_env(key: &str, s: &str) -> Result<Vec<PartnerConfig>, ConfigError> {
     let mut out = Vec::new();
     for (i, item) in s
@@ -236,13 +298,25 @@ fn parse_partners_env(key: &str, s: &str) -> Result<Vec<PartnerConfig>, ConfigEr
         .enumerate()
     {
         let parts: Vec<&str> = item.split(':').collect();
-        if parts.len() != 3 {
+        if !(3..=5).contains(&parts.len()) {
             return Err(invalid(
                 key,
-                format!("entry {i} '{item}' is not id:key_sha256:scenario1|scenario2"),
+                format!(
+                    "entry {i} is not id:key_sha256:scenario1|scenario2[:rate_per_sec[:burst]]"
+                ),
             ));
         }
+        let rate_per_sec = match parts.get(3) {
+            Some(v) => parse_num(key, v)?,
+            None => DEFAULT_PARTNER_RATE.0,
+        };
+        let burst = match parts.get(4) {
+            Some(v) => parse_num(key, v)?,
+            None => rate_per_sec.max(DEFAULT_PARTNER_RATE.1),
+        };
         out.push(PartnerConfig {
+            rate_per_sec,
+            burst,
             id: parts[0].trim().to_string(),
             key_sha256: parts[1].trim().to_lowercase(),
             scenarios: parts[2]
@@ -342,8 +416,24 @@ impl Config {
                 d.shutdown_grace = Duration::from_secs(v);
             }
         }
+        if let Some(v) = f.consent_secret {
+            self.consent_secret = Some(v);
+        }
+        if let Some(a) = f.audit {
+            if let Some(v) = a.enabled {
+                self.audit.enabled = v;
+            }
+            if let Some(v) = a.path {
+                self.audit.path = v;
+            }
+        }
         for p in f.partners {
+            let rate_per_sec = p.rate_per_sec.unwrap_or(DEFAULT_PARTNER_RATE.0);
             self.partners.push(PartnerConfig {
+                rate_per_sec,
+                burst: p
+                    .burst
+                    .unwrap_or_else(|| rate_per_sec.max(DEFAULT_PARTNER_RATE.1)),
                 id: p.id,
                 key_sha256: p.key_sha256.trim().to_lowercase(),
                 scenarios: p.scenarios,
@@ -390,6 +480,15 @@ impl Config {
         }
         if let Some(v) = get("SESAME_ADMIN_KEY_SHA256") {
             self.admin_key_sha256 = Some(v.trim().to_lowercase());
+        }
+        if let Some(v) = get("SESAME_CONSENT_SECRET") {
+            self.consent_secret = Some(v);
+        }
+        if let Some(v) = get("SESAME_AUDIT_ENABLED") {
+            self.audit.enabled = parse_bool("SESAME_AUDIT_ENABLED", &v)?;
+        }
+        if let Some(v) = get("SESAME_AUDIT_PATH") {
+            self.audit.path = PathBuf::from(v);
         }
         if let Some(v) = get("SESAME_PARTNERS") {
             self.partners = parse_partners_env("SESAME_PARTNERS", &v)?;
@@ -457,6 +556,12 @@ impl Config {
                     "must list at least one scenario",
                 ));
             }
+            if p.rate_per_sec == 0 {
+                return Err(invalid(&format!("{key}.rate_per_sec"), "must be > 0"));
+            }
+            if p.burst < 1 {
+                return Err(invalid(&format!("{key}.burst"), "must be > 0"));
+            }
             if self.mode == Mode::Production && demo_hashes.contains(&p.key_sha256) {
                 return Err(invalid(
                     &format!("{key}.key_sha256"),
@@ -485,7 +590,52 @@ impl Config {
                 "production mode needs at least one partner (TOML [[partners]] or SESAME_PARTNERS)",
             ));
         }
+        if self.mode == Mode::Production && self.admin_key_sha256.is_none() {
+            return Err(invalid(
+                "admin_key_sha256",
+                "production mode needs an admin credential (admin_key_sha256 or SESAME_ADMIN_KEY_SHA256)",
+            ));
+        }
+        match &self.consent_secret {
+            Some(s) if s == DEMO_CONSENT_SECRET && self.mode == Mode::Production => {
+                return Err(invalid(
+                    "consent_secret",
+                    "is the demo consent secret, refused in production mode",
+                ));
+            }
+            Some(s) if s.len() < MIN_CONSENT_SECRET_BYTES => {
+                return Err(invalid(
+                    "consent_secret",
+                    format!("must be at least {MIN_CONSENT_SECRET_BYTES} bytes (e.g. openssl rand -hex 32)"),
+                ));
+            }
+            None if self.mode == Mode::Production => {
+                return Err(invalid(
+                    "consent_secret",
+                    "production mode needs a consent-signing secret (consent_secret or SESAME_CONSENT_SECRET)",
+                ));
+            }
+            _ => {}
+        }
+        if self.mode == Mode::Production && !self.audit.enabled {
+            return Err(invalid(
+                "audit.enabled",
+                "the audit log may be off only in demo mode (benchmarks); production mode needs it",
+            ));
+        }
+        if self.audit.enabled && self.audit.path.as_os_str().is_empty() {
+            return Err(invalid("audit.path", "must not be empty"));
+        }
         Ok(())
+    }
+
+    /// The consent-signing secret in force (the demo secret in demo mode unless one is set).
+    pub fn effective_consent_secret(&self) -> Option<&str> {
+        match (&self.consent_secret, self.mode) {
+            (Some(s), _) => Some(s.as_str()),
+            (None, Mode::Demo) => Some(DEMO_CONSENT_SECRET),
+            (None, Mode::Production) => None,
+        }
     }
 
     /// The partners in force: the configured ones, plus `demo` in demo mode.
@@ -496,6 +646,8 @@ impl Config {
                 id: DEMO_PARTNER_ID.to_string(),
                 key_sha256: sha256_hex(DEMO_PARTNER_KEY),
                 scenarios: SHIPPED_SCENARIOS.iter().map(|s| s.to_string()).collect(),
+                rate_per_sec: DEMO_PARTNER_RATE.0,
+                burst: DEMO_PARTNER_RATE.1,
             });
         }
         v
@@ -606,18 +758,111 @@ mod tests {
             "acme:{}:cash_loan|rental_deposit_free",
             sha256_hex("a-real-key")
         );
+        let admin = sha256_hex("a-real-admin-key");
+        let secret = "a-real-consent-secret-of-32-bytes-or-more";
         let c = Config::load_from(
             None,
-            env(&[("SESAME_MODE", "production"), ("SESAME_PARTNERS", &ok)]),
+            env(&[
+                ("SESAME_MODE", "production"),
+                ("SESAME_PARTNERS", &ok),
+                ("SESAME_ADMIN_KEY_SHA256", &admin),
+                ("SESAME_CONSENT_SECRET", secret),
+            ]),
         )
         .expect("valid production config");
         let p = c.effective_partners();
         assert_eq!(p.len(), 1, "no demo partner in production");
         assert_eq!(p[0].scenarios, vec!["cash_loan", "rental_deposit_free"]);
-        assert_eq!(
-            c.effective_admin_key_sha256(),
+        assert_eq!(p[0].rate_per_sec, DEFAULT_PARTNER_RATE.0);
+        assert_eq!(c.effective_admin_key_sha256(), Some(admin.clone()));
+        assert_eq!(c.effective_consent_secret(), Some(secret));
+        // Each missing or demo credential stops the start, naming the key.
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (
+                &[("SESAME_CONSENT_SECRET", secret)],
+                "admin_key_sha256: production mode needs an admin credential",
+            ),
+            (
+                &[("SESAME_ADMIN_KEY_SHA256", &admin)],
+                "consent_secret: production mode needs",
+            ),
+            (
+                &[
+                    ("SESAME_ADMIN_KEY_SHA256", &admin),
+                    ("SESAME_CONSENT_SECRET", DEMO_CONSENT_SECRET),
+                ],
+                "consent_secret: is the demo consent secret",
+            ),
+            (
+                &[
+                    ("SESAME_ADMIN_KEY_SHA256", &admin),
+                    ("SESAME_CONSENT_SECRET", "short"),
+                ],
+                "consent_secret: must be at least 32 bytes",
+            ),
+            (
+                &[
+                    ("SESAME_ADMIN_KEY_SHA256", &admin),
+                    ("SESAME_CONSENT_SECRET", secret),
+                    ("SESAME_AUDIT_ENABLED", "false"),
+                ],
+                "audit.enabled:",
+            ),
+        ];
+        for (extra, want) in cases {
+            let mut pairs = vec![("SESAME_MODE", "production"), ("SESAME_PARTNERS", &ok)];
+            pairs.extend_from_slice(extra);
+            let e = Config::load_from(None, env(&pairs)).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{want}: {e}");
+        }
+        let demo_admin = sha256_hex(DEMO_ADMIN_KEY);
+        let e = Config::load_from(
             None,
-            "admin off without a key"
+            env(&[
+                ("SESAME_MODE", "production"),
+                ("SESAME_PARTNERS", &ok),
+                ("SESAME_ADMIN_KEY_SHA256", &demo_admin),
+                ("SESAME_CONSENT_SECRET", secret),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("demo key"), "{e}");
+    }
+
+    #[test]
+    fn partner_rate_limits_and_audit_settings() {
+        let h = sha256_hex("k");
+        let c = Config::load_from(
+            None,
+            env(&[
+                (
+                    "SESAME_PARTNERS",
+                    &format!("a:{h}:cash_loan:5:7,b:{h}x:cash_loan"),
+                ),
+                ("SESAME_AUDIT_PATH", "/tmp/x.db"),
+            ]),
         );
+        assert!(c.is_err(), "bad hash of b refused");
+        let c = Config::load_from(
+            None,
+            env(&[("SESAME_PARTNERS", &format!("a:{h}:cash_loan:5:7"))]),
+        )
+        .expect("valid");
+        assert_eq!((c.partners[0].rate_per_sec, c.partners[0].burst), (5, 7));
+        let mut c = Config::default();
+        c.apply_toml(&format!(
+            "[audit]\nenabled = false\npath = \"/a/b.db\"\n[[partners]]\nid = \"p\"\nkey_sha256 = \"{h}\"\nscenarios = [\"cash_loan\"]\nrate_per_sec = 3\n"
+        ))
+        .expect("toml");
+        assert!(!c.audit.enabled);
+        assert_eq!(c.audit.path, PathBuf::from("/a/b.db"));
+        assert_eq!((c.partners[0].rate_per_sec, c.partners[0].burst), (3, 200));
+        c.validate().expect("demo mode may turn the audit off");
+        c.partners[0].rate_per_sec = 0;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().starts_with("partners[0].rate_per_sec"), "{e}");
+        let e = Config::load_from(None, env(&[("SESAME_PARTNERS", &format!("a:{h}:c:x"))]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("SESAME_PARTNERS:"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //! raw tables (`datasets`) → `features` (polars pipeline) → `model` (WoE scorecard) → `rules` →
 //! `scoring` (the engine the `service` and `batch` share) → `eval`.
 
+pub mod audit;
 pub mod batch;
 pub mod config;
 pub mod datasets;
@@ -12,5 +13,6 @@ pub mod io;
 pub mod model;
 pub mod rules;
 pub mod scoring;
+pub mod security;
 pub mod server;
 pub mod service;

@@ -51,6 +51,11 @@ enum Command {
     ExportSql(sesame::batch::sql::ExportSqlArgs),
     /// Load-test a running server: Score and Ping throughput and latency.
     Bench(sesame::service::bench::BenchArgs),
+    /// User consent tokens: `consent issue --user U --partner P --scenario S --ttl 1h`.
+    #[command(subcommand)]
+    Consent(sesame::security::ConsentCommand),
+    /// The query audit log: --verify the hash chain, --user U, --partner P --since T.
+    Audit(sesame::audit::cli::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +108,12 @@ fn main() -> ExitCode {
         Command::Bench(args) => sesame::service::bench::bench_cli(args),
         Command::Batch(args) => sesame::batch::batch_cli(args),
         Command::ExportSql(args) => sesame::batch::sql::export_sql_cli(args),
+        Command::Consent(cmd) => sesame::security::consent_cli(cmd),
+        Command::Audit(args) => match sesame::audit::cli::audit_cli(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

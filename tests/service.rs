@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sesame::config::{sha256_hex, Config, Mode, PartnerConfig};
+use sesame::config::{sha256_hex, Config, Mode, PartnerConfig, DEMO_CONSENT_SECRET};
 use sesame::domain::Band;
+use sesame::security::consent::{unix_now, ConsentKey};
 use sesame::service::pb::admin_client::AdminClient;
 use sesame::service::pb::credit_scoring_client::CreditScoringClient;
 use sesame::service::pb::{self, score_stream_item::Item};
@@ -71,11 +72,7 @@ fn crate_path(p: &str) -> PathBuf {
 }
 
 fn narrow_partner() -> PartnerConfig {
-    PartnerConfig {
-        id: "narrow".into(),
-        key_sha256: sha256_hex(NARROW_KEY),
-        scenarios: vec!["cash_loan".into()],
-    }
+    PartnerConfig::new("narrow", &sha256_hex(NARROW_KEY), &["cash_loan"])
 }
 
 /// A config whose engine can never load (empty model dir), watcher off.
@@ -101,7 +98,11 @@ fn config_with_engine() -> Config {
     c
 }
 
-async fn start(config: Config, dirs: Vec<tempfile::TempDir>) -> Running {
+async fn start(mut config: Config, mut dirs: Vec<tempfile::TempDir>) -> Running {
+    // The audit log goes to a temporary directory, never into the work tree.
+    let audit_dir = tempfile::tempdir().expect("audit tempdir");
+    config.audit.path = audit_dir.path().join("audit.db");
+    dirs.push(audit_dir);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let metrics = TcpListener::bind("127.0.0.1:0")
@@ -142,12 +143,29 @@ fn with_key<T>(msg: T, key: &str) -> Request<T> {
     r
 }
 
+/// A request of the demo partner, with the user's consent token (signed with the demo secret).
 fn score_req(request_id: &str, user_id: &str, scenario: &str) -> pb::ScoreRequest {
+    score_req_for("demo", request_id, user_id, scenario)
+}
+
+fn score_req_for(
+    partner: &str,
+    request_id: &str,
+    user_id: &str,
+    scenario: &str,
+) -> pb::ScoreRequest {
+    let token = ConsentKey::new(DEMO_CONSENT_SECRET.as_bytes()).issue(
+        user_id,
+        partner,
+        scenario,
+        unix_now(),
+        3600,
+    );
     pb::ScoreRequest {
         request_id: request_id.into(),
         user_id: user_id.into(),
         scenario: scenario.into(),
-        consent_token: "consent-1".into(),
+        consent_token: token,
         model_version: None,
         applicant: None,
     }
@@ -380,11 +398,11 @@ async fn production_mode_refuses_to_start_without_partners_or_with_demo_keys() {
         .await
         .expect_err("no partners");
     assert!(e.to_string().contains("partners"), "{e}");
-    c.partners.push(PartnerConfig {
-        id: "p".into(),
-        key_sha256: sha256_hex(PARTNER_KEY),
-        scenarios: vec!["cash_loan".into()],
-    });
+    c.partners.push(PartnerConfig::new(
+        "p",
+        &sha256_hex(PARTNER_KEY),
+        &["cash_loan"],
+    ));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let e = sesame::server::run_with_metrics(listener, None, c, std::future::pending())
         .await
@@ -502,13 +520,6 @@ async fn requests_are_validated_naming_the_field() {
         .await
         .expect_err("bad date");
     check(e, "applicant.transactions[0].due_date");
-    let mut req = score_req("r", "u1", "cash_loan");
-    req.consent_token.clear();
-    let e = client
-        .score(with_key(req, PARTNER_KEY))
-        .await
-        .expect_err("no consent");
-    check(e, "consent_token");
     r.shutdown().await.expect("clean shutdown");
 }
 
@@ -804,7 +815,10 @@ async fn engine_every_error_code() {
         .expect_err("scenario not allowed");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     client
-        .score(with_key(score_req("r", &user, "cash_loan"), NARROW_KEY))
+        .score(with_key(
+            score_req_for("narrow", "r", &user, "cash_loan"),
+            NARROW_KEY,
+        ))
         .await
         .expect("the narrow partner's own scenario");
     // An unknown model version is a bad argument (the engine lists the loaded ones).

@@ -8,6 +8,7 @@ use tonic::metadata::MetadataMap;
 
 use super::error::AuthError;
 use crate::config::Config;
+use crate::security::ratelimit::{RateLimit, RateLimited};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,7 @@ struct Partner {
     id: String,
     key_hash: [u8; 32],
     scenarios: Vec<String>,
+    limit: RateLimit,
 }
 
 #[derive(Debug)]
@@ -52,6 +54,7 @@ impl Authenticator {
             .filter_map(|p| {
                 Some(Partner {
                     key_hash: decode_hash(&p.key_sha256)?,
+                    limit: RateLimit::new(p.rate_per_sec, p.burst),
                     id: p.id,
                     scenarios: p.scenarios,
                 })
@@ -118,6 +121,14 @@ impl Authenticator {
         self.partners.get(idx).map(|p| p.id.as_str()).unwrap_or("")
     }
 
+    /// Takes one call from partner `idx`'s rate limit.
+    pub fn check_rate(&self, idx: usize) -> Result<(), RateLimited> {
+        match self.partners.get(idx) {
+            Some(p) => p.limit.check(&p.id),
+            None => Ok(()),
+        }
+    }
+
     /// Whether partner `idx` may score `scenario`.
     pub fn check_scenario(&self, idx: usize, scenario: &str) -> Result<(), AuthError> {
         match self.partners.get(idx) {
@@ -147,11 +158,11 @@ mod tests {
     #[test]
     fn keys_map_to_callers() {
         let mut c = Config::default();
-        c.partners.push(PartnerConfig {
-            id: "acme".into(),
-            key_sha256: sha256_hex("acme-key"),
-            scenarios: vec!["cash_loan".into()],
-        });
+        c.partners.push(PartnerConfig::new(
+            "acme",
+            &sha256_hex("acme-key"),
+            &["cash_loan"],
+        ));
         let a = Authenticator::from_config(&c);
         let acme = a.partner(&md("Bearer acme-key")).expect("acme");
         assert_eq!(a.partner_id(acme), "acme");
