@@ -20,6 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::service::pb::admin_server::AdminServer;
 use crate::service::pb::credit_scoring_server::CreditScoringServer;
@@ -55,7 +56,16 @@ pub async fn run_with_metrics(
     health
         .set_service_status(SCORING_SERVICE_NAME, ServingStatus::NotServing)
         .await;
-    let state = Arc::new(State::new(&config, health.clone()));
+    let audit = if config.audit.enabled {
+        let path = config.audit.path.clone();
+        tokio::task::spawn_blocking(move || AuditLog::open(&path))
+            .await
+            .context("audit log")??
+    } else {
+        tracing::warn!("audit log OFF (audit.enabled = false): for benchmarks only");
+        AuditLog::disabled()
+    };
+    let state = Arc::new(State::new(&config, health.clone(), audit));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)

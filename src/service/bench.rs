@@ -45,6 +45,13 @@ pub struct BenchArgs {
     /// API key.
     #[arg(long, env = "SESAME_API_KEY", default_value = crate::config::DEMO_PARTNER_KEY, hide_env_values = true)]
     pub key: String,
+    /// Partner id the key belongs to (the consent token is minted for it).
+    #[arg(long, default_value = crate::config::DEMO_PARTNER_ID)]
+    pub partner: String,
+    /// The server's consent-signing secret: the bench mints a valid consent token for --user
+    /// (default: the demo secret, which a demo-mode server uses).
+    #[arg(long, env = "SESAME_CONSENT_SECRET", default_value = crate::config::DEMO_CONSENT_SECRET, hide_env_values = true, hide_default_value = true)]
+    pub consent_secret: String,
 }
 
 /// Result of one RPC's run.
@@ -189,11 +196,21 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchReport>> {
         );
     }
     let duration = Duration::from_secs_f64(args.seconds);
+    let user_id = args.user.clone().unwrap_or_default();
+    // A real consent token, as a partner would hold after the user's authorisation.
+    let consent_token = crate::security::consent::ConsentKey::new(args.consent_secret.as_bytes())
+        .issue(
+            &user_id,
+            &args.partner,
+            &args.scenario,
+            crate::security::consent::unix_now(),
+            3 * args.seconds.ceil() as i64 + 3600,
+        );
     let template = ScoreRequest {
         request_id: String::new(),
-        user_id: args.user.clone().unwrap_or_default(),
+        user_id,
         scenario: args.scenario.clone(),
-        consent_token: "bench".into(),
+        consent_token,
         model_version: None,
         applicant: None,
     };

@@ -2,12 +2,14 @@
 //!
 //! - [`convert`]: proto ⇄ domain, with validation;
 //! - [`error`]: the one mapping of errors to gRPC codes;
-//! - [`auth`]: API keys (partners and admin);
+//! - [`auth`]: API keys (partners and admin) and per-partner rate limits;
+//! - [`audit`]: the query audit record of each Score call (written before the answer);
 //! - [`scoring`] / [`admin`]: the two services;
 //! - [`metrics`]: Prometheus text over plain HTTP;
 //! - [`bench`]: the load-test client behind `sesame bench`.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod convert;
@@ -24,8 +26,10 @@ use tokio::sync::Semaphore;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::scoring::{EngineConfig, ScoringEngine, ScoringError};
+use crate::security::consent::ConsentKey;
 use auth::Authenticator;
 use metrics::Metrics;
 
@@ -68,6 +72,10 @@ pub struct State {
     reload_lock: tokio::sync::Mutex<()>,
     engine_config: EngineConfig,
     pub auth: Authenticator,
+    /// Checks the consent token of every Score request.
+    pub consent: ConsentKey,
+    /// Every Score call and ScoreStream item is recorded here before it is answered.
+    pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
     pub score_permits: Arc<Semaphore>,
     pub inline_scoring: bool,
@@ -76,13 +84,21 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: &Config, health: HealthReporter) -> State {
+    /// `audit`: the opened log (see `server::run`), or [`AuditLog::disabled`].
+    pub fn new(config: &Config, health: HealthReporter, audit: AuditLog) -> State {
         State {
             engine: ArcSwapOption::empty(),
             load_error: Mutex::new("the scoring engine is loading".into()),
             reload_lock: tokio::sync::Mutex::new(()),
             engine_config: config.engine_config(),
             auth: Authenticator::from_config(config),
+            consent: ConsentKey::new(
+                config
+                    .effective_consent_secret()
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            audit,
             metrics: Arc::new(Metrics::default()),
             score_permits: Arc::new(Semaphore::new(config.limits.max_concurrent_scores)),
             inline_scoring: config.inline_scoring,

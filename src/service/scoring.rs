@@ -9,11 +9,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use super::error::{to_status, ServiceError};
+use super::audit::{recorded, Draft};
+use super::auth::Caller;
+use super::error::{to_status, AuthError, ServiceError};
 use super::metrics::{Method, Metrics};
 use super::pb::{self, score_stream_item::Item};
 use super::{blocking, convert, user_ref, State};
 use crate::scoring::{ScoreOutcome, ScoringError};
+use crate::security::consent::unix_now;
 
 #[derive(Clone)]
 pub struct Scoring {
@@ -41,19 +44,50 @@ impl Scoring {
         Scoring { state }
     }
 
+    /// One request, start to end, recorded in the audit log before it is answered: the
+    /// partner's key (`partner`), its rate limit, then [`Scoring::score_one`].
+    async fn audited(
+        &self,
+        method: Method,
+        partner: Result<usize, AuthError>,
+        req: pb::ScoreRequest,
+    ) -> Result<pb::ScoreResponse, Status> {
+        let mut draft = Draft::new(method, &req);
+        let result = match partner {
+            Ok(p) => {
+                draft.set_partner(self.state.auth.partner_id(p));
+                match self.state.auth.check_rate(p) {
+                    Ok(()) => self.score_one(p, req).await,
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        };
+        recorded(&self.state, draft, result.map_err(to_status)).await
+    }
+
     /// One request of an authenticated partner, start to end. Order of checks: the request's own
-    /// validity, the engine's presence, the scenario's existence, then the partner's permission.
+    /// validity, the engine's presence, the scenario's existence, the partner's permission, then
+    /// the user's consent.
     async fn score_one(
         &self,
         partner: usize,
-        req: pb::ScoreRequest,
+        mut req: pb::ScoreRequest,
     ) -> Result<pb::ScoreResponse, ServiceError> {
         let state = &self.state;
         let request_id = req.request_id.clone();
+        let consent_token = std::mem::take(&mut req.consent_token);
         let input = convert::score_input(req, state.auth.partner_id(partner))?;
         let engine = state.engine()?;
         convert::check_scenario(&engine, &input.scenario)?;
         state.auth.check_scenario(partner, &input.scenario)?;
+        state.consent.verify(
+            &consent_token,
+            &input.user_id,
+            &input.partner_id,
+            &input.scenario,
+            unix_now(),
+        )?;
         let who = user_ref(&input.user_id);
         let scenario = input.scenario.clone();
         let outcome: Result<ScoreOutcome, ScoringError> = if state.inline_scoring {
@@ -94,15 +128,10 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
         observed(&self.state.metrics, Method::Score, async {
-            let partner = self
-                .state
-                .auth
-                .partner(request.metadata())
-                .map_err(to_status)?;
+            let partner = self.state.auth.partner(request.metadata());
             let resp = self
-                .score_one(partner, request.into_inner())
-                .await
-                .map_err(to_status)?;
+                .audited(Method::Score, partner, request.into_inner())
+                .await?;
             Ok(Response::new(resp))
         })
         .await
@@ -118,6 +147,16 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
             Ok(p) => p,
             Err(e) => {
                 let s = to_status(e);
+                let s = match recorded::<pb::ScoreResponse>(
+                    &self.state,
+                    Draft::stream_refused(),
+                    Err(s),
+                )
+                .await
+                {
+                    Err(s) => s,
+                    Ok(_) => Status::unauthenticated("refused"),
+                };
                 self.state
                     .metrics
                     .observe(Method::ScoreStream, s.code(), Default::default());
@@ -145,15 +184,14 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
                 };
                 let start = Instant::now();
                 let request_id = req.request_id.clone();
-                let item = match this.score_one(partner, req).await {
+                let item = match this.audited(Method::ScoreStream, Ok(partner), req).await {
                     Ok(resp) => {
                         this.state
                             .metrics
                             .observe(Method::ScoreStream, Code::Ok, start.elapsed());
                         Item::Response(resp)
                     }
-                    Err(e) => {
-                        let s = to_status(e);
+                    Err(s) => {
                         this.state
                             .metrics
                             .observe(Method::ScoreStream, s.code(), start.elapsed());
@@ -206,8 +244,8 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
                 .identify(request.metadata())
                 .map_err(to_status)?;
             let partner_id = match caller {
-                super::auth::Caller::Partner(i) => self.state.auth.partner_id(i).to_string(),
-                super::auth::Caller::Admin => "admin".to_string(),
+                Caller::Partner(i) => self.state.auth.partner_id(i).to_string(),
+                Caller::Admin => "admin".to_string(),
             };
             Ok(Response::new(pb::PingResponse {
                 partner_id,

@@ -1,0 +1,775 @@
+//! Partner security and the query audit log, end to end (docs/security.md): the real server on
+//! 127.0.0.1:0 with a real tonic client; refusals with their codes, each found in the audit
+//! store; the audit failing closed; production-mode start checks; and a crash test that
+//! `kill -9`s the real `sesame serve` binary under load.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sesame::audit::{user_ref, Filter, Store};
+use sesame::config::{sha256_hex, Config, Mode, PartnerConfig, DEMO_CONSENT_SECRET};
+use sesame::security::consent::{unix_now, ConsentKey};
+use sesame::service::pb::credit_scoring_client::CreditScoringClient;
+use sesame::service::pb::{self, score_stream_item::Item};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const DEMO_KEY: &str = "sesame-demo-key";
+const NARROW_KEY: &str = "narrow-partner-key";
+const SLOW_KEY: &str = "slow-partner-key";
+const SCORING: &str = "sesame.v1.CreditScoring";
+const ENGINE_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn crate_path(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sesame")
+}
+
+struct Running {
+    channel: Channel,
+    audit_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn scoring(&self) -> CreditScoringClient<Channel> {
+        CreditScoringClient::new(self.channel.clone())
+    }
+    async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("server stops")
+            .expect("no panic")
+            .expect("run Ok");
+    }
+}
+
+/// Demo mode plus `narrow` (cash_loan only) and `slow` (1/s, burst 2); the engine loads the
+/// crate's models only when `engine` is set.
+fn config(engine: bool, dir: &Path) -> Config {
+    let mut c = Config::default();
+    if engine {
+        c.model_dir = crate_path("models");
+        c.data_dir = crate_path("datasets/demo");
+        c.rules_dir = crate_path("rules");
+    } else {
+        c.model_dir = dir.join("no-models");
+        c.data_dir = dir.join("no-data");
+        c.rules_dir = dir.join("no-rules");
+    }
+    c.watch_interval = None;
+    c.metrics_listen = None;
+    c.audit.path = dir.join("var/audit.db");
+    c.partners.push(PartnerConfig::new(
+        "narrow",
+        &sha256_hex(NARROW_KEY),
+        &["cash_loan"],
+    ));
+    let mut slow = PartnerConfig::new("slow", &sha256_hex(SLOW_KEY), &["cash_loan"]);
+    slow.rate_per_sec = 1;
+    slow.burst = 2;
+    c.partners.push(slow);
+    c
+}
+
+async fn start(engine: bool) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = config(engine, dir.path());
+    let audit_path = c.audit.path.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(sesame::server::run_with_metrics(
+        listener,
+        None,
+        c,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    Running {
+        channel,
+        audit_path,
+        stop: Some(tx),
+        handle,
+        _dir: dir,
+    }
+}
+
+async fn wait_serving(channel: Channel) {
+    let deadline = Instant::now() + ENGINE_LOAD_TIMEOUT;
+    let mut health = HealthClient::new(channel);
+    loop {
+        if let Ok(r) = health
+            .check(HealthCheckRequest {
+                service: SCORING.into(),
+            })
+            .await
+        {
+            if r.into_inner().status == ServingStatus::Serving as i32 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "engine not SERVING in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn with_key<T>(msg: T, key: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("header"),
+    );
+    r
+}
+
+fn token(user: &str, partner: &str, scenario: &str) -> String {
+    ConsentKey::new(DEMO_CONSENT_SECRET.as_bytes()).issue(user, partner, scenario, unix_now(), 3600)
+}
+
+fn req(id: &str, user: &str, scenario: &str, consent: String) -> pb::ScoreRequest {
+    pb::ScoreRequest {
+        request_id: id.into(),
+        user_id: user.into(),
+        scenario: scenario.into(),
+        consent_token: consent,
+        model_version: None,
+        applicant: None,
+    }
+}
+
+fn demo_user() -> String {
+    let path = crate_path("datasets/demo/users.parquet");
+    let df = sesame::io::read_parquet(&path).expect("demo users");
+    let ids = df
+        .column("user_id")
+        .expect("user_id")
+        .str()
+        .expect("str")
+        .clone();
+    ids.get(0).expect("a user").to_string()
+}
+
+/// `sesame consent issue` prints the token alone on one line.
+fn cli_token(user: &str, partner: &str, scenario: &str, ttl: &str) -> String {
+    let out = Command::new(bin())
+        .args(["consent", "issue", "--user", user, "--partner", partner])
+        .args(["--scenario", scenario, "--ttl", ttl])
+        .env_remove("SESAME_MODE")
+        .env_remove("SESAME_CONSENT_SECRET")
+        .output()
+        .expect("run sesame consent issue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    text.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_each_refusal_has_its_code_and_is_in_the_audit_log() {
+    let r = start(true).await;
+    wait_serving(r.channel.clone()).await;
+    let user = demo_user();
+    let mut c = r.scoring();
+    let good = || token(&user, "demo", "cash_loan");
+    // (request id, key, request, expected code, expected partner, message fragment)
+    let expired = ConsentKey::new(DEMO_CONSENT_SECRET.as_bytes()).issue(
+        &user,
+        "demo",
+        "cash_loan",
+        unix_now() - 7200,
+        3600,
+    );
+    let forged = ConsentKey::new(b"not-the-server-secret-not-the-server-secret").issue(
+        &user,
+        "demo",
+        "cash_loan",
+        unix_now(),
+        3600,
+    );
+    let cases: Vec<(&str, Option<&str>, pb::ScoreRequest, Code, &str, &str)> = vec![
+        (
+            "ok-cli",
+            Some(DEMO_KEY),
+            req(
+                "ok-cli",
+                &user,
+                "cash_loan",
+                cli_token(&user, "demo", "cash_loan", "1h"),
+            ),
+            Code::Ok,
+            "demo",
+            "",
+        ),
+        (
+            "no-key",
+            None,
+            req("no-key", &user, "cash_loan", good()),
+            Code::Unauthenticated,
+            "unknown",
+            "authorization",
+        ),
+        (
+            "wrong-key",
+            Some("not-a-key"),
+            req("wrong-key", &user, "cash_loan", good()),
+            Code::Unauthenticated,
+            "unknown",
+            "unknown api key",
+        ),
+        (
+            "not-allowed",
+            Some(NARROW_KEY),
+            req(
+                "not-allowed",
+                &user,
+                "rental_deposit_free",
+                token(&user, "narrow", "rental_deposit_free"),
+            ),
+            Code::PermissionDenied,
+            "narrow",
+            "not allowed scenario",
+        ),
+        (
+            "no-consent",
+            Some(DEMO_KEY),
+            req("no-consent", &user, "cash_loan", String::new()),
+            Code::PermissionDenied,
+            "demo",
+            "consent_token: missing",
+        ),
+        (
+            "bad-consent",
+            Some(DEMO_KEY),
+            req("bad-consent", &user, "cash_loan", "c-1".into()),
+            Code::PermissionDenied,
+            "demo",
+            "consent_token: malformed",
+        ),
+        (
+            "expired",
+            Some(DEMO_KEY),
+            req("expired", &user, "cash_loan", expired),
+            Code::PermissionDenied,
+            "demo",
+            "expired at",
+        ),
+        (
+            "forged",
+            Some(DEMO_KEY),
+            req("forged", &user, "cash_loan", forged),
+            Code::PermissionDenied,
+            "demo",
+            "signature",
+        ),
+        (
+            "other-user",
+            Some(DEMO_KEY),
+            req(
+                "other-user",
+                &user,
+                "cash_loan",
+                token("U-someone-else", "demo", "cash_loan"),
+            ),
+            Code::PermissionDenied,
+            "demo",
+            "another user",
+        ),
+        (
+            "other-partner",
+            Some(DEMO_KEY),
+            req(
+                "other-partner",
+                &user,
+                "cash_loan",
+                token(&user, "narrow", "cash_loan"),
+            ),
+            Code::PermissionDenied,
+            "demo",
+            "partner 'narrow'",
+        ),
+        (
+            "other-scenario",
+            Some(DEMO_KEY),
+            req(
+                "other-scenario",
+                &user,
+                "cash_loan",
+                token(&user, "demo", "rental_deposit_free"),
+            ),
+            Code::PermissionDenied,
+            "demo",
+            "scenario 'rental_deposit_free'",
+        ),
+        (
+            "invalid",
+            Some(DEMO_KEY),
+            req("invalid", "", "cash_loan", good()),
+            Code::InvalidArgument,
+            "demo",
+            "user_id:",
+        ),
+        (
+            "not-found",
+            Some(DEMO_KEY),
+            req(
+                "not-found",
+                "U-not-in-store",
+                "cash_loan",
+                token("U-not-in-store", "demo", "cash_loan"),
+            ),
+            Code::NotFound,
+            "demo",
+            "",
+        ),
+    ];
+    let mut expected: Vec<(String, Code, String)> = Vec::new();
+    for (id, key, msg, code, partner, fragment) in cases {
+        let result = match key {
+            Some(k) => c.score(with_key(msg, k)).await,
+            None => c.score(Request::new(msg)).await,
+        };
+        match result {
+            Ok(resp) => {
+                assert_eq!(code, Code::Ok, "{id}: answered");
+                assert_eq!(resp.into_inner().request_id, id);
+            }
+            Err(s) => {
+                assert_eq!(s.code(), code, "{id}: {s:?}");
+                assert!(s.message().contains(fragment), "{id}: {}", s.message());
+                assert!(!s.message().contains(&user), "{id}: no user id in messages");
+            }
+        }
+        expected.push((id.to_string(), code, partner.to_string()));
+    }
+    // Over the rate limit: `slow` allows a burst of 2 at 1/s.
+    let mut exhausted = None;
+    for i in 0..4 {
+        let id = format!("slow-{i}");
+        let m = req(&id, &user, "cash_loan", token(&user, "slow", "cash_loan"));
+        match c.score(with_key(m, SLOW_KEY)).await {
+            Ok(_) => expected.push((id, Code::Ok, "slow".into())),
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                assert!(s.message().contains("retry after"), "{}", s.message());
+                assert!(
+                    s.metadata().get("retry-after").is_some(),
+                    "retry-after metadata"
+                );
+                expected.push((id, Code::ResourceExhausted, "slow".into()));
+                exhausted.get_or_insert(i);
+            }
+        }
+    }
+    assert!(exhausted.is_some_and(|i| i >= 2), "burst 2 then refused");
+    // ScoreStream: each item recorded; a stream without a key recorded once.
+    let items = vec![
+        req("st-ok", &user, "cash_loan", good()),
+        req("st-no-consent", &user, "cash_loan", String::new()),
+    ];
+    let mut out = c
+        .score_stream(with_key(tokio_stream::iter(items), DEMO_KEY))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut n = 0;
+    while let Some(item) = out.message().await.expect("item") {
+        match item.item.expect("set") {
+            Item::Response(r) => assert_eq!(r.request_id, "st-ok"),
+            Item::Error(e) => {
+                assert_eq!(e.request_id, "st-no-consent");
+                assert_eq!(e.code, Code::PermissionDenied as i32);
+            }
+        }
+        n += 1;
+    }
+    assert_eq!(n, 2);
+    expected.push(("st-ok".into(), Code::Ok, "demo".into()));
+    expected.push((
+        "st-no-consent".into(),
+        Code::PermissionDenied,
+        "demo".into(),
+    ));
+    let e = c
+        .score_stream(tokio_stream::iter(vec![req(
+            "x",
+            &user,
+            "cash_loan",
+            good(),
+        )]))
+        .await
+        .expect_err("no key");
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // Every call is in the store, with its partner and code, before its answer came back.
+    let store = Store::open_read_only(&r.audit_path).expect("audit store");
+    let all = store.query(&Filter::default()).expect("query");
+    for (id, code, partner) in &expected {
+        let rec = all
+            .iter()
+            .find(|s| &s.record.request_id == id)
+            .unwrap_or_else(|| panic!("{id} not in the audit log"));
+        let want = sesame::service::audit::code_name(*code);
+        assert_eq!(rec.record.code, want, "{id}");
+        assert_eq!(&rec.record.partner, partner, "{id}");
+        if *code == Code::Ok {
+            assert!(!rec.record.decision.is_empty() && !rec.record.model_version.is_empty());
+        }
+    }
+    assert!(
+        all.iter()
+            .any(|s| s.record.method == "ScoreStream" && s.record.code == "UNAUTHENTICATED"),
+        "the refused stream is recorded"
+    );
+    assert_eq!(all.len(), expected.len() + 1);
+    // No raw user id in the store; the user's queries are found through their reference.
+    assert!(all
+        .iter()
+        .all(|s| !format!("{:?}", s.record).contains(&user)));
+    let mine = store
+        .query(&Filter {
+            user_ref: Some(user_ref(&user)),
+            ..Default::default()
+        })
+        .expect("query");
+    assert!(mine.len() >= 10, "{}", mine.len());
+    assert_eq!(store.verify().expect("verify").first_broken, None);
+    // The CLI answers the same questions.
+    let out = Command::new(bin())
+        .args(["audit", "--path"])
+        .arg(&r.audit_path)
+        .args(["--user", &user])
+        .output()
+        .expect("sesame audit --user");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no-consent") && text.contains("PERMISSION_DENIED"),
+        "{text}"
+    );
+    assert!(!text.contains(&user), "the listing shows no user id");
+    let out = Command::new(bin())
+        .args(["audit", "--path"])
+        .arg(&r.audit_path)
+        .args(["--partner", "slow", "--since", "2000-01-01T00:00:00Z"])
+        .output()
+        .expect("sesame audit --partner");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("RESOURCE_EXHAUSTED"),
+        "{text}"
+    );
+    assert!(!text.contains("\tdemo\t"), "{text}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_audit_cannot_record_is_not_answered() {
+    let r = start(false).await;
+    let mut c = r.scoring();
+    let m = || req("r", "u1", "cash_loan", token("u1", "demo", "cash_loan"));
+    let e = c
+        .score(with_key(m(), DEMO_KEY))
+        .await
+        .expect_err("no engine");
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(!e.message().contains("audit"), "{}", e.message());
+    // Another writer holds the database: the audit write times out, the call fails.
+    let conn = rusqlite::Connection::open(&r.audit_path).expect("open");
+    conn.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let e = c
+        .score(with_key(m(), DEMO_KEY))
+        .await
+        .expect_err("audit down");
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("audit log"), "{}", e.message());
+    conn.execute_batch("ROLLBACK").expect("unlock");
+    let e = c
+        .score(with_key(m(), DEMO_KEY))
+        .await
+        .expect_err("no engine");
+    assert!(!e.message().contains("audit"), "recovers: {}", e.message());
+    let store = Store::open_read_only(&r.audit_path).expect("store");
+    assert_eq!(
+        store.count().expect("count"),
+        2,
+        "the refused write left no record"
+    );
+    assert_eq!(store.verify().expect("verify").first_broken, None);
+    r.shutdown().await;
+
+    // An audit path that cannot be opened stops the start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(false, dir.path());
+    std::fs::write(dir.path().join("file"), b"x").expect("write");
+    c.audit.path = dir.path().join("file/audit.db");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let e = sesame::server::run_with_metrics(listener, None, c, std::future::pending())
+        .await
+        .expect_err("unopenable audit log");
+    assert!(e.to_string().contains("audit log"), "{e:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_mode_refuses_demo_and_missing_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut base = config(false, dir.path());
+    base.mode = Mode::Production;
+    base.partners.retain(|p| p.id != "slow");
+    let admin = sha256_hex("a-real-admin-key");
+    let secret = "a-real-consent-secret-of-32-bytes-or-more".to_string();
+    let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+        (
+            Box::new(|c| c.consent_secret = Some(secret.clone())),
+            "admin_key_sha256",
+        ),
+        (
+            Box::new(|c| c.admin_key_sha256 = Some(admin.clone())),
+            "consent_secret",
+        ),
+        (
+            Box::new(|c| {
+                c.admin_key_sha256 = Some(admin.clone());
+                c.consent_secret = Some(DEMO_CONSENT_SECRET.into());
+            }),
+            "demo consent secret",
+        ),
+        (
+            Box::new(|c| {
+                c.admin_key_sha256 = Some(sha256_hex("sesame-demo-admin-key"));
+                c.consent_secret = Some(secret.clone());
+            }),
+            "demo key",
+        ),
+        (
+            Box::new(|c| {
+                c.admin_key_sha256 = Some(admin.clone());
+                c.consent_secret = Some(secret.clone());
+                c.audit.enabled = false;
+            }),
+            "audit.enabled",
+        ),
+    ];
+    for (set, want) in cases {
+        let mut c = base.clone();
+        set(&mut c);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let e = sesame::server::run_with_metrics(listener, None, c, std::future::pending())
+            .await
+            .expect_err(want);
+        assert!(e.to_string().contains(want), "{want}: {e}");
+    }
+    // The binary says the same and exits non-zero.
+    let out = Command::new(bin())
+        .arg("serve")
+        .env("SESAME_MODE", "production")
+        .env(
+            "SESAME_PARTNERS",
+            format!("acme:{}:cash_loan", sha256_hex("real")),
+        )
+        .env("SESAME_CONSENT_SECRET", &secret)
+        .env_remove("SESAME_ADMIN_KEY_SHA256")
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin_key_sha256"), "{err}");
+    // Demo-mode consent issue refuses a partner or scenario the config does not allow.
+    let out = Command::new(bin())
+        .args(["consent", "issue", "--user", "u", "--partner", "ghost"])
+        .args(["--scenario", "cash_loan"])
+        .output()
+        .expect("run consent");
+    assert!(!out.status.success());
+}
+
+/// The crash test: the real binary under load, `kill -9`, then every answered call is in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_kill_9_under_load_loses_no_answered_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit.db");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SESAME_LISTEN", addr.to_string())
+        .env("SESAME_METRICS_LISTEN", "off")
+        .env("SESAME_AUDIT_PATH", &audit)
+        .env("SESAME_WATCH_INTERVAL_SECS", "0")
+        .env_remove("SESAME_MODE")
+        .env_remove("SESAME_CONSENT_SECRET")
+        .env_remove("SESAME_PARTNERS")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn sesame serve");
+    let deadline = Instant::now() + ENGINE_LOAD_TIMEOUT;
+    let channel = loop {
+        if let Ok(ch) = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            break ch;
+        }
+        assert!(Instant::now() < deadline, "server did not listen");
+        assert!(child.try_wait().expect("wait").is_none(), "server exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    wait_serving(channel.clone()).await;
+    let user = demo_user();
+    let ok_token = token(&user, "demo", "cash_loan");
+    // Answers received by the client: (request id, code).
+    let received: Arc<Mutex<Vec<(String, Code)>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let mut c = CreditScoringClient::new(channel.clone());
+        let (received, user, ok_token) = (received.clone(), user.clone(), ok_token.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let id = format!("w{w}-{i}");
+                // One call in five is refused (no consent): refusals must be logged too.
+                let consent = if i % 5 == 4 {
+                    String::new()
+                } else {
+                    ok_token.clone()
+                };
+                match c
+                    .score(with_key(req(&id, &user, "cash_loan", consent), DEMO_KEY))
+                    .await
+                {
+                    Ok(_) => received.lock().expect("lock").push((id, Code::Ok)),
+                    Err(s) if s.code() == Code::PermissionDenied => {
+                        received.lock().expect("lock").push((id, s.code()))
+                    }
+                    // The server is gone: no answer for this call.
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.lock().expect("lock").len() < 3000 {
+        assert!(Instant::now() < deadline, "load too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("kill -9"); // SIGKILL on Unix
+    let _ = child.wait();
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .expect("workers see the server gone")
+            .expect("worker");
+    }
+    let received = received.lock().expect("lock").clone();
+    // Restart: open the store (recovers the WAL) as the next server would.
+    let mut store = Store::open(&audit).expect("reopen after the crash");
+    let all = store.query(&Filter::default()).expect("query");
+    let logged: HashSet<(String, String)> = all
+        .iter()
+        .map(|s| (s.record.request_id.clone(), s.record.code.clone()))
+        .collect();
+    let missing: Vec<_> = received
+        .iter()
+        .filter(|(id, code)| {
+            !logged.contains(&(
+                id.clone(),
+                sesame::service::audit::code_name(*code).to_string(),
+            ))
+        })
+        .collect();
+    let refused = received.iter().filter(|(_, c)| *c != Code::Ok).count();
+    println!(
+        "crash test: {} answers received ({} OK, {refused} PERMISSION_DENIED), {} records in the log after kill -9, {} answered calls missing",
+        received.len(),
+        received.len() - refused,
+        all.len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "answered but not logged: {missing:?}");
+    assert!(all.len() >= received.len());
+    assert_eq!(store.verify().expect("verify").first_broken, None);
+    // The chain goes on after the restart.
+    let head = store.head_seq();
+    store
+        .append(&[sesame::audit::AuditRecord {
+            ts_ms: 1,
+            method: "Score".into(),
+            partner: "demo".into(),
+            code: "OK".into(),
+            ..Default::default()
+        }])
+        .expect("append after restart");
+    assert_eq!(store.head_seq(), head + 1);
+    drop(store);
+    let verify = |path: &Path| {
+        Command::new(bin())
+            .args(["audit", "--verify", "--path"])
+            .arg(path)
+            .output()
+            .expect("sesame audit --verify")
+    };
+    let out = verify(&audit);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Tampering with one stored record is detected, naming it.
+    let victim = all[all.len() / 2].seq;
+    let conn = rusqlite::Connection::open(&audit).expect("open");
+    conn.execute(
+        "UPDATE audit SET code = 'OK', decision = 'approve' WHERE seq = ?1",
+        [victim],
+    )
+    .expect("tamper");
+    conn.execute(
+        "UPDATE audit SET partner = 'nobody' WHERE seq = ?1",
+        [victim],
+    )
+    .expect("tamper");
+    drop(conn);
+    let out = verify(&audit);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "tampering must fail --verify: {text}"
+    );
+    assert!(
+        text.contains(&format!("BROKEN at record {victim}")),
+        "{text}"
+    );
+}
