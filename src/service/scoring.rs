@@ -78,7 +78,7 @@ impl Scoring {
         };
         state
             .metrics
-            .observe_outcome(outcome.score, outcome.decision);
+            .observe_outcome(&outcome.model_version, outcome.score, outcome.decision);
         tracing::debug!(user = %who, %scenario, score = outcome.score,
             decision = outcome.decision.as_str(), "scored");
         let mut resp = convert::score_response(outcome);
