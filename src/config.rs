@@ -161,7 +161,9 @@ pub struct Config {
     pub limits: Limits,
     /// Poll the model directory every this often and reload when it changed; `None` = off.
     pub watch_interval: Option<Duration>,
-    /// Score on the async worker threads instead of the blocking pool (only if scoring is fast).
+    /// Also run requests with inline applicant data (the polars pipeline, milliseconds) on the
+    /// async worker threads. Stored users are always scored there (microseconds); by default
+    /// applicant requests go to the blocking pool, bounded by `limits.max_concurrent_scores`.
     pub inline_scoring: bool,
     /// Partners besides the demo partner (which demo mode adds by itself).
     pub partners: Vec<PartnerConfig>,

@@ -1054,3 +1054,52 @@ async fn rules_reload_refuses_a_bad_file_and_applies_a_good_one() {
     assert!(text.contains("sesame_rules_info{version="), "{text}");
     r.shutdown().await.expect("clean shutdown");
 }
+
+/// The live PSI gauge is the same number `sesame evaluate` would compute on the scores the
+/// service gave: same bins, same formula, against the model's recorded training distribution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_live_psi_matches_offline_psi_of_the_scores_given() {
+    let r = start(config_with_engine(), vec![]).await;
+    wait_serving(&r).await;
+    let path = crate_path("datasets/demo/users.parquet");
+    let df = sesame::io::read_parquet(&path).expect("users");
+    let ids = df.column("user_id").expect("user_id");
+    let ids = ids.str().expect("string ids");
+    let mut client = r.scoring();
+    let mut scores = Vec::new();
+    let mut version = String::new();
+    // The riskiest-looking users first would be a shifted sample; take every 37th user instead.
+    for i in (0..ids.len()).step_by(37).take(300) {
+        let user = ids.get(i).expect("id").to_string();
+        let resp = client
+            .score(with_key(
+                score_req(&format!("psi-{i}"), &user, "cash_loan"),
+                PARTNER_KEY,
+            ))
+            .await
+            .expect("score")
+            .into_inner();
+        scores.push(resp.score as f64);
+        version = resp.model_version;
+    }
+    let sc = sesame::model::Scorecard::load(&crate_path("models/default")).expect("model");
+    let dist = &sc.metrics.train_score_distribution;
+    let want = sesame::eval::metrics::psi_from_shares(
+        &dist.shares,
+        &sesame::eval::metrics::bin_shares(&scores, &dist.edges),
+    )
+    .expect("psi");
+    let text = http_get(r.metrics_addr, "/metrics").await;
+    let line = format!("sesame_score_psi{{model_version=\"{version}\"}} ");
+    let got: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+        .parse()
+        .expect("a number");
+    assert!((got - want).abs() < 1e-12, "live {got} vs offline {want}");
+    assert!(text.contains(&format!(
+        "sesame_scores_observed{{model_version=\"{version}\"}} 300"
+    )));
+    r.shutdown().await.expect("clean shutdown");
+}

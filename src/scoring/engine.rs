@@ -239,6 +239,23 @@ impl ScoringEngine {
         Ok(users)
     }
 
+    /// The training score distribution of each loaded model version (for the live PSI metric).
+    pub fn training_score_distributions(
+        &self,
+    ) -> Vec<(String, crate::model::scorecard::ScoreDistribution)> {
+        self.models
+            .load()
+            .bundles
+            .iter()
+            .map(|b| {
+                (
+                    b.version().to_string(),
+                    b.scorecard.metrics.train_score_distribution.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// The rule set in force (for metrics: per-rule hit counters).
     pub fn rules(&self) -> Arc<RuleSet> {
         self.rules.load_full()

@@ -2,9 +2,10 @@
 //! rendered in the text exposition format by a tiny HTTP/1.1 responder on its own port.
 //! No personal data: labels are method, gRPC code, decision and model version only.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,6 +126,40 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     /// The engine whose rule counters are exported (set once it has loaded).
     engine: Mutex<Option<std::sync::Arc<crate::scoring::ScoringEngine>>>,
+    /// Scores given per model version, over the PSI bins training recorded its distribution on
+    /// (`eval::metrics::score_psi_edges`), for the live PSI gauge. The read lock on the call path
+    /// is uncontended except for the moment a new version is first seen.
+    live_scores: RwLock<HashMap<String, Arc<LiveScores>>>,
+}
+
+/// Counts per PSI bin of one model version's scores.
+struct LiveScores {
+    edges: Vec<f64>,
+    counts: Vec<AtomicU64>,
+}
+
+impl LiveScores {
+    fn new() -> LiveScores {
+        let edges = crate::eval::metrics::score_psi_edges();
+        let counts = (0..=edges.len()).map(|_| AtomicU64::new(0)).collect();
+        LiveScores { edges, counts }
+    }
+    fn observe(&self, score: i32) {
+        // Same binning as `eval::metrics::bin_shares`, so live and offline PSI agree.
+        let i = self.edges.partition_point(|&e| e <= score as f64);
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+    fn shares(&self) -> (u64, Vec<f64>) {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
+        let n: u64 = counts.iter().sum();
+        let shares = counts
+            .iter()
+            .map(|&c| if n == 0 { 0.0 } else { c as f64 / n as f64 })
+            .collect();
+        (n, shares)
+    }
 }
 
 impl Default for Metrics {
@@ -138,6 +173,7 @@ impl Default for Metrics {
             model_version: Mutex::new(String::new()),
             reloads_failed: AtomicU64::new(0),
             engine: Mutex::new(None),
+            live_scores: RwLock::new(HashMap::new()),
         }
     }
 }
@@ -164,8 +200,9 @@ impl Metrics {
         }
     }
 
-    /// One successful score.
-    pub fn observe_outcome(&self, score: i32, decision: Decision) {
+    /// One successful score by model `model_version`.
+    pub fn observe_outcome(&self, model_version: &str, score: i32, decision: Decision) {
+        self.observe_live_score(model_version, score);
         let d = DECISIONS.iter().position(|x| *x == decision).unwrap_or(0);
         self.decisions[d].fetch_add(1, Relaxed);
         let idx = SCORE_BOUNDS
@@ -173,6 +210,67 @@ impl Metrics {
             .position(|b| score <= *b)
             .unwrap_or(SCORE_BOUNDS.len());
         self.scores.observe(idx, score.max(0) as u64);
+    }
+
+    fn observe_live_score(&self, model_version: &str, score: i32) {
+        let known = self
+            .live_scores
+            .read()
+            .ok()
+            .and_then(|m| m.get(model_version).cloned());
+        let live = match known {
+            Some(l) => l,
+            None => match self.live_scores.write() {
+                Ok(mut m) => m
+                    .entry(model_version.to_string())
+                    .or_insert_with(|| Arc::new(LiveScores::new()))
+                    .clone(),
+                Err(_) => return,
+            },
+        };
+        live.observe(score);
+    }
+
+    /// Live PSI per model version: the scores given since start against the distribution the
+    /// model recorded at training, over the same bins and formula as `sesame evaluate`.
+    fn render_psi(&self, out: &mut String) {
+        let engine = self.engine.lock().ok().and_then(|e| e.clone());
+        let training: HashMap<String, crate::model::scorecard::ScoreDistribution> = engine
+            .map(|e| e.training_score_distributions().into_iter().collect())
+            .unwrap_or_default();
+        let live: Vec<(String, Arc<LiveScores>)> = self
+            .live_scores
+            .read()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let clean = |s: &str| {
+            s.chars()
+                .filter(|c| !matches!(c, '"' | '\\' | '\n'))
+                .collect::<String>()
+        };
+        out.push_str("# HELP sesame_scores_observed Scores given since start, by model version (the sample the live PSI is computed on).\n");
+        out.push_str("# TYPE sesame_scores_observed gauge\n");
+        let mut psi_lines = Vec::new();
+        for (version, scores) in &live {
+            let (n, shares) = scores.shares();
+            let v = clean(version);
+            let _ = writeln!(out, "sesame_scores_observed{{model_version=\"{v}\"}} {n}");
+            let Some(dist) = training.get(version) else {
+                continue;
+            };
+            if n == 0 || dist.edges != scores.edges {
+                continue;
+            }
+            if let Some(psi) = crate::eval::metrics::psi_from_shares(&dist.shares, &shares) {
+                psi_lines.push(format!("sesame_score_psi{{model_version=\"{v}\"}} {psi}"));
+            }
+        }
+        out.push_str("# HELP sesame_score_psi Population stability index of the scores given since start against the model's training score distribution (< 0.1 stable, 0.1-0.25 watch, > 0.25 shifted; noisy under a few hundred scores).\n");
+        out.push_str("# TYPE sesame_score_psi gauge\n");
+        for l in psi_lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
     }
 
     /// Exports the rule counters of `engine` (the rule set in force at each scrape).
@@ -308,6 +406,7 @@ impl Metrics {
             .collect();
         let _ = writeln!(out, "sesame_model_info{{version=\"{version}\"}} 1");
         self.render_rules(&mut out);
+        self.render_psi(&mut out);
         out.push_str(
             "# HELP sesame_reloads_failed_total Reloads (admin or watcher) that were refused.\n",
         );
@@ -385,7 +484,7 @@ mod tests {
             Code::InvalidArgument,
             Duration::from_millis(3),
         );
-        m.observe_outcome(640, Decision::Approve);
+        m.observe_outcome("v1", 640, Decision::Approve);
         m.set_engine(true, "v1");
         let t = m.render();
         assert!(
@@ -409,5 +508,6 @@ mod tests {
         assert!(t.contains("sesame_decisions_total{decision=\"approve\"} 1"));
         assert!(t.contains("sesame_model_info{version=\"v1\"} 1"));
         assert!(t.contains("sesame_engine_ready 1"));
+        assert!(t.contains("sesame_scores_observed{model_version=\"v1\"} 1"));
     }
 }

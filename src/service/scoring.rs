@@ -88,9 +88,14 @@ impl Scoring {
             &input.scenario,
             unix_now(),
         )?;
-        let who = user_ref(&input.user_id);
-        let scenario = input.scenario.clone();
-        let outcome: Result<ScoreOutcome, ScoringError> = if state.inline_scoring {
+        // Hashing the id for the log line costs a SHA-256; skip it when debug logs are off.
+        let who = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (user_ref(&input.user_id), input.scenario.clone()));
+        // A stored user costs ~13 µs of CPU: handing that to the blocking pool (two thread
+        // wake-ups) cost more than the work itself, so it runs here. An inline applicant runs the
+        // polars pipeline (milliseconds), which must not stall the async workers.
+        let on_async_worker = state.inline_scoring || input.applicant.is_none();
+        let outcome: Result<ScoreOutcome, ScoringError> = if on_async_worker {
             std::panic::catch_unwind(AssertUnwindSafe(|| engine.score(&input))).unwrap_or_else(
                 |_| Err(ScoringError::Internal("the scoring engine panicked".into())),
             )
@@ -106,15 +111,19 @@ impl Scoring {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                tracing::debug!(user = %who, %scenario, error = %e, "score refused");
+                if let Some((user, scenario)) = &who {
+                    tracing::debug!(%user, %scenario, error = %e, "score refused");
+                }
                 return Err(e.into());
             }
         };
         state
             .metrics
-            .observe_outcome(outcome.score, outcome.decision);
-        tracing::debug!(user = %who, %scenario, score = outcome.score,
-            decision = outcome.decision.as_str(), "scored");
+            .observe_outcome(&outcome.model_version, outcome.score, outcome.decision);
+        if let Some((user, scenario)) = &who {
+            tracing::debug!(%user, %scenario, score = outcome.score,
+                decision = outcome.decision.as_str(), "scored");
+        }
         let mut resp = convert::score_response(outcome);
         resp.request_id = request_id;
         Ok(resp)
