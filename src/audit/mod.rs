@@ -27,6 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_BATCH: usize = 1024;
 /// Records waiting for the writer before senders wait.
 const QUEUE: usize = 8192;
+/// How long the writer lets a batch fill when calls are arriving concurrently. A commit costs
+/// ~100 µs of CPU (WAL writes, fsync, file locks) whatever its size, so under load a slightly
+/// later, larger commit is cheaper per call; a lone call (previous batch of one) never waits.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -197,9 +201,13 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(format!("cannot use WAL mode (got {mode})")));
         }
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
-            .and_then(|_| conn.execute_batch(SCHEMA))
-            .map_err(|e| open_err(e.to_string()))?;
+        // FULL: every commit fsyncs the WAL, so an acknowledged record survives a power cut, not
+        // only a crash. The larger page cache keeps the user index's leaves in memory.
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;",
+        )
+        .and_then(|_| conn.execute_batch(SCHEMA))
+        .map_err(|e| open_err(e.to_string()))?;
         Store::with_head(conn, path)
     }
 
@@ -424,9 +432,13 @@ impl AuditLog {
 fn writer(mut store: Store, mut rx: mpsc::Receiver<(AuditRecord, Ack)>) {
     let mut records = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
+    let mut concurrent = false;
     while let Some((r, a)) = rx.blocking_recv() {
         records.push(r);
         acks.push(a);
+        if concurrent {
+            std::thread::sleep(LINGER);
+        }
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok((r, a)) => {
@@ -436,6 +448,7 @@ fn writer(mut store: Store, mut rx: mpsc::Receiver<(AuditRecord, Ack)>) {
                 Err(_) => break,
             }
         }
+        concurrent = records.len() > 1;
         let result = store.append(&records);
         if let Err(e) = &result {
             tracing::error!(error = %e, n = records.len(), "audit write failed; the calls fail");
