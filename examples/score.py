@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -38,6 +39,16 @@ def load_stubs():
             importlib.import_module("sesame.v1.sesame_pb2_grpc"))
 
 
+def demo_consent(user, scenario):
+    """A consent token for the demo partner, as the platform's authorisation page would issue."""
+    out = subprocess.run(
+        ["cargo", "run", "-q", "--release", "--", "consent", "issue",
+         "--user", user, "--partner", "demo", "--scenario", scenario, "--ttl", "15m"],
+        check=True, capture_output=True, text=True,
+    )
+    return out.stdout.strip()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--addr", default="127.0.0.1:50051")
@@ -45,6 +56,12 @@ def main():
     ap.add_argument("--user", required=True)
     ap.add_argument("--scenario", default="cash_loan")
     ap.add_argument("--timeout", type=float, default=5.0, help="deadline, seconds")
+    ap.add_argument(
+        "--consent",
+        default=os.environ.get("SESAME_CONSENT_TOKEN"),
+        help="the user's consent token (default: `sesame consent issue` for --user/--scenario, "
+        "which a demo-mode server accepts)",
+    )
     args = ap.parse_args()
 
     pb, rpc = load_stubs()
@@ -55,7 +72,7 @@ def main():
             request_id=str(uuid.uuid4()),
             user_id=args.user,
             scenario=args.scenario,
-            consent_token="user-consent-token",
+            consent_token=args.consent or demo_consent(args.user, args.scenario),
         )
         try:
             resp = client.Score(req, metadata=auth, timeout=args.timeout)

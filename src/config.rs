@@ -81,6 +81,9 @@ pub struct PartnerConfig {
     pub rate_per_sec: u32,
     /// Calls allowed at once above the sustained rate (token-bucket size).
     pub burst: u32,
+    /// SHA-256 (hex) of the partner's TLS client certificate (DER). When set, the partner is
+    /// identified by that certificate (mutual TLS) and its calls must come with it.
+    pub cert_sha256: Option<String>,
 }
 
 impl PartnerConfig {
@@ -92,8 +95,24 @@ impl PartnerConfig {
             scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
             rate_per_sec: DEFAULT_PARTNER_RATE.0,
             burst: DEFAULT_PARTNER_RATE.1,
+            cert_sha256: None,
         }
     }
+}
+
+/// TLS for the gRPC port (docs/security.md). Off when `cert` is unset: plain HTTP/2, for
+/// loopback, tests, or behind a TLS-terminating proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Server certificate chain, PEM.
+    pub cert: Option<PathBuf>,
+    /// Server private key, PEM.
+    pub key: Option<PathBuf>,
+    /// CA whose client certificates are accepted (mutual TLS); partners are matched by
+    /// `cert_sha256`.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate (otherwise API keys still work).
+    pub require_client_cert: bool,
 }
 
 /// The query audit log (docs/security.md).
@@ -172,6 +191,7 @@ pub struct Config {
     /// HMAC key signing user consent tokens; `None` = the demo secret (demo mode only).
     pub consent_secret: Option<String>,
     pub audit: AuditConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -192,6 +212,7 @@ impl Default for Config {
             admin_key_sha256: None,
             consent_secret: None,
             audit: AuditConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -220,6 +241,7 @@ struct FileConfig {
     consent_secret: Option<String>,
     limits: Option<FileLimits>,
     audit: Option<FileAudit>,
+    tls: Option<FileTls>,
     #[serde(default)]
     partners: Vec<FilePartner>,
 }
@@ -242,6 +264,15 @@ struct FileAudit {
     path: Option<PathBuf>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    require_client_cert: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilePartner {
@@ -250,6 +281,7 @@ struct FilePartner {
     scenarios: Vec<String>,
     rate_per_sec: Option<u32>,
     burst: Option<u32>,
+    cert_sha256: Option<String>,
 }
 
 fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -289,7 +321,7 @@ fn interval(secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-/// `SESAME_PARTNERS`: `id:sha256hex:scenario1|scenario2[:rate_per_sec[:burst]]`, several
+/// `SESAME_PARTNERS`: `id:sha256hex:scenario1|scenario2[:rate_per_sec[:burst[:cert_sha256]]]`, several
 /// separated by `,`.
 fn parse_partners_env(key: &str, s: &str) -> Result<Vec<PartnerConfig>, ConfigError> {
     let mut out = Vec::new();
@@ -300,11 +332,11 @@ fn parse_partners_env(key: &str, s: &str) -> Result<Vec<PartnerConfig>, ConfigEr
         .enumerate()
     {
         let parts: Vec<&str> = item.split(':').collect();
-        if !(3..=5).contains(&parts.len()) {
+        if !(3..=6).contains(&parts.len()) {
             return Err(invalid(
                 key,
                 format!(
-                    "entry {i} is not id:key_sha256:scenario1|scenario2[:rate_per_sec[:burst]]"
+                    "entry {i} is not id:key_sha256:scenario1|scenario2[:rate_per_sec[:burst[:cert_sha256]]]"
                 ),
             ));
         }
@@ -326,6 +358,10 @@ fn parse_partners_env(key: &str, s: &str) -> Result<Vec<PartnerConfig>, ConfigEr
                 .map(|x| x.trim().to_string())
                 .filter(|x| !x.is_empty())
                 .collect(),
+            cert_sha256: parts
+                .get(5)
+                .map(|h| h.trim().to_lowercase())
+                .filter(|h| !h.is_empty()),
         });
     }
     Ok(out)
@@ -429,6 +465,20 @@ impl Config {
                 self.audit.path = v;
             }
         }
+        if let Some(t) = f.tls {
+            if t.cert.is_some() {
+                self.tls.cert = t.cert;
+            }
+            if t.key.is_some() {
+                self.tls.key = t.key;
+            }
+            if t.client_ca.is_some() {
+                self.tls.client_ca = t.client_ca;
+            }
+            if let Some(v) = t.require_client_cert {
+                self.tls.require_client_cert = v;
+            }
+        }
         for p in f.partners {
             let rate_per_sec = p.rate_per_sec.unwrap_or(DEFAULT_PARTNER_RATE.0);
             self.partners.push(PartnerConfig {
@@ -439,6 +489,9 @@ impl Config {
                 id: p.id,
                 key_sha256: p.key_sha256.trim().to_lowercase(),
                 scenarios: p.scenarios,
+                cert_sha256: p
+                    .cert_sha256
+                    .map(|h| h.trim().replace(':', "").to_lowercase()),
             });
         }
         Ok(())
@@ -491,6 +544,18 @@ impl Config {
         }
         if let Some(v) = get("SESAME_AUDIT_PATH") {
             self.audit.path = PathBuf::from(v);
+        }
+        if let Some(v) = get("SESAME_TLS_CERT") {
+            self.tls.cert = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = get("SESAME_TLS_KEY") {
+            self.tls.key = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = get("SESAME_TLS_CLIENT_CA") {
+            self.tls.client_ca = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = get("SESAME_TLS_REQUIRE_CLIENT_CERT") {
+            self.tls.require_client_cert = parse_bool("SESAME_TLS_REQUIRE_CLIENT_CERT", &v)?;
         }
         if let Some(v) = get("SESAME_PARTNERS") {
             self.partners = parse_partners_env("SESAME_PARTNERS", &v)?;
@@ -564,6 +629,15 @@ impl Config {
             if p.burst < 1 {
                 return Err(invalid(&format!("{key}.burst"), "must be > 0"));
             }
+            if let Some(h) = &p.cert_sha256 {
+                check_hash(&format!("{key}.cert_sha256"), h)?;
+                if self.tls.client_ca.is_none() {
+                    return Err(invalid(
+                        &format!("{key}.cert_sha256"),
+                        "needs tls.client_ca (client certificates are only asked for with mutual TLS)",
+                    ));
+                }
+            }
             if self.mode == Mode::Production && demo_hashes.contains(&p.key_sha256) {
                 return Err(invalid(
                     &format!("{key}.key_sha256"),
@@ -628,6 +702,28 @@ impl Config {
         if self.audit.enabled && self.audit.path.as_os_str().is_empty() {
             return Err(invalid("audit.path", "must not be empty"));
         }
+        let t = &self.tls;
+        match (&t.cert, &t.key) {
+            (Some(_), None) => {
+                return Err(invalid("tls.key", "tls.cert is set; so must be the key"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert",
+                    "tls.key is set; so must be the certificate",
+                ))
+            }
+            _ => {}
+        }
+        if t.client_ca.is_some() && t.cert.is_none() {
+            return Err(invalid(
+                "tls.client_ca",
+                "mutual TLS needs tls.cert and tls.key",
+            ));
+        }
+        if t.require_client_cert && t.client_ca.is_none() {
+            return Err(invalid("tls.require_client_cert", "needs tls.client_ca"));
+        }
         Ok(())
     }
 
@@ -650,6 +746,7 @@ impl Config {
                 scenarios: SHIPPED_SCENARIOS.iter().map(|s| s.to_string()).collect(),
                 rate_per_sec: DEMO_PARTNER_RATE.0,
                 burst: DEMO_PARTNER_RATE.1,
+                cert_sha256: None,
             });
         }
         v

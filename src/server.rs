@@ -17,7 +17,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::audit::AuditLog;
@@ -108,7 +108,13 @@ pub async fn run_with_metrics(
         let _ = stop_tx.send(true);
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls_config(&config.tls)? {
+        builder = builder
+            .tls_config(tls)
+            .context("tls: the certificate, key or client CA was refused")?;
+    }
+    let server = builder
         .timeout(limits.call_timeout)
         .concurrency_limit_per_connection(limits.concurrency_per_connection)
         .add_service(health_service)
@@ -263,4 +269,24 @@ pub fn serve_cli(args: ServeArgs) -> anyhow::Result<()> {
     // An engine load still running on the blocking pool must not hold the exit.
     rt.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// The server's TLS settings read from their files; `None` = plain HTTP/2.
+fn tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Ok(None);
+    };
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("{what}: cannot read {}", path.display()))
+    };
+    let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("tls.cert", cert)?,
+        read("tls.key", key)?,
+    ));
+    if let Some(ca) = &tls.client_ca {
+        cfg = cfg
+            .client_ca_root(Certificate::from_pem(read("tls.client_ca", ca)?))
+            .client_auth_optional(!tls.require_client_cert);
+    }
+    Ok(Some(cfg))
 }

@@ -773,3 +773,207 @@ async fn engine_kill_9_under_load_loses_no_answered_call() {
         "{text}"
     );
 }
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(crate_path("tests/fixtures/tls").join(name)).expect("TLS fixture")
+}
+
+/// SHA-256 (hex) of a PEM certificate's DER bytes, as `cert_sha256` is configured.
+fn cert_sha256(pem: &[u8]) -> String {
+    use base64::Engine;
+    let text = String::from_utf8(pem.to_vec()).expect("pem");
+    let b64: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
+}
+
+/// A TLS channel to `addr`, trusting the test CA, with the client certificate `client` if any.
+async fn tls_channel(addr: SocketAddr, client: Option<&str>) -> Result<Channel, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(fixture("ca.pem")))
+        .domain_name("localhost");
+    if let Some(name) = client {
+        tls = tls.identity(Identity::from_pem(
+            fixture(&format!("{name}.pem")),
+            fixture(&format!("{name}.key")),
+        ));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| e.to_string())?
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+async fn ping(channel: Channel, key: Option<&str>) -> Result<String, tonic::Status> {
+    let mut client = CreditScoringClient::new(channel);
+    let msg = pb::PingRequest {};
+    let req = match key {
+        Some(k) => with_key(msg, k),
+        None => Request::new(msg),
+    };
+    client.ping(req).await.map(|r| r.into_inner().partner_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_identifies_the_partner_by_its_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(false, dir.path());
+    c.tls.cert = Some(crate_path("tests/fixtures/tls/server.pem"));
+    c.tls.key = Some(crate_path("tests/fixtures/tls/server.key"));
+    c.tls.client_ca = Some(crate_path("tests/fixtures/tls/ca.pem"));
+    let mut acme = PartnerConfig::new("acme", &sha256_hex("acme-key"), &["cash_loan"]);
+    acme.cert_sha256 = Some(cert_sha256(&fixture("acme.pem")));
+    c.partners.push(acme);
+    let audit_path = c.audit.path.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(sesame::server::run_with_metrics(listener, None, c, async {
+        let _ = rx.await;
+    }));
+
+    // The certificate alone identifies acme.
+    let acme_tls = tls_channel(addr, Some("acme")).await.expect("mTLS connect");
+    assert_eq!(ping(acme_tls.clone(), None).await.expect("ping"), "acme");
+    assert_eq!(
+        ping(acme_tls.clone(), Some("acme-key"))
+            .await
+            .expect("ping"),
+        "acme"
+    );
+    // Its certificate with another partner's key: refused.
+    let s = ping(acme_tls.clone(), Some(DEMO_KEY)).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    assert!(s.message().contains("different partners"), "{s:?}");
+    // A Score over mTLS is audited under the certificate's partner.
+    let mut client = CreditScoringClient::new(acme_tls);
+    let s = client
+        .score(Request::new(req(
+            "tls-1",
+            "U1",
+            "cash_loan",
+            token("U1", "acme", "cash_loan"),
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "no engine loaded: {s:?}");
+
+    // TLS without a client certificate: keys still work, except acme's (bound to its cert).
+    let plain_tls = tls_channel(addr, None).await.expect("TLS connect");
+    assert_eq!(
+        ping(plain_tls.clone(), Some(DEMO_KEY)).await.expect("ping"),
+        "demo"
+    );
+    let s = ping(plain_tls.clone(), Some("acme-key")).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    assert!(s.message().contains("client certificate"), "{s:?}");
+    let s = ping(plain_tls, None).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+
+    // A certificate from another CA fails the handshake; so does plaintext.
+    let rogue = match tls_channel(addr, Some("rogue")).await {
+        Err(_) => None,
+        Ok(ch) => Some(ping(ch, None).await),
+    };
+    assert!(
+        !matches!(rogue, Some(Ok(_))),
+        "a certificate of an unknown CA must not get through: {rogue:?}"
+    );
+    let plaintext = async {
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        ping(ch, Some(DEMO_KEY)).await.map_err(|e| e.to_string())
+    };
+    let plaintext = tokio::time::timeout(Duration::from_secs(10), plaintext)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+    assert!(plaintext.is_err(), "plaintext on a TLS port: {plaintext:?}");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("server stops")
+        .expect("no panic")
+        .expect("run Ok");
+    let store = Store::open_read_only(&audit_path).expect("audit store");
+    let acme_calls = store
+        .query(&Filter {
+            partner: Some("acme".into()),
+            ..Filter::default()
+        })
+        .expect("query");
+    assert_eq!(acme_calls.len(), 1, "{acme_calls:?}");
+    assert_eq!(acme_calls[0].record.request_id, "tls-1");
+    assert_eq!(acme_calls[0].record.code, "UNAVAILABLE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_settings_are_checked_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start_err = |c: Config| async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        sesame::server::run_with_metrics(listener, None, c, async {})
+            .await
+            .expect_err("must refuse to start")
+            .to_string()
+    };
+    let mut c = config(false, dir.path());
+    c.tls.cert = Some(crate_path("tests/fixtures/tls/server.pem"));
+    let e = start_err(c).await;
+    assert!(e.contains("tls.key"), "{e}");
+
+    let mut c = config(false, dir.path());
+    c.tls.cert = Some(dir.path().join("missing.pem"));
+    c.tls.key = Some(crate_path("tests/fixtures/tls/server.key"));
+    let e = format!("{:#}", start_err(c).await);
+    assert!(e.contains("tls.cert"), "{e}");
+
+    let mut c = config(false, dir.path());
+    let mut p = PartnerConfig::new("acme", &sha256_hex("acme-key"), &["cash_loan"]);
+    p.cert_sha256 = Some("ab".repeat(32));
+    c.partners.push(p);
+    let e = start_err(c).await;
+    assert!(
+        e.contains("cert_sha256") && e.contains("tls.client_ca"),
+        "{e}"
+    );
+
+    // Client certificates required: a TLS client without one cannot call.
+    let mut c = config(false, dir.path());
+    c.tls.cert = Some(crate_path("tests/fixtures/tls/server.pem"));
+    c.tls.key = Some(crate_path("tests/fixtures/tls/server.key"));
+    c.tls.client_ca = Some(crate_path("tests/fixtures/tls/ca.pem"));
+    c.tls.require_client_cert = true;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(sesame::server::run_with_metrics(listener, None, c, async {
+        let _ = rx.await;
+    }));
+    let without = match tls_channel(addr, None).await {
+        Err(_) => None,
+        Ok(ch) => Some(ping(ch, Some(DEMO_KEY)).await),
+    };
+    assert!(
+        !matches!(without, Some(Ok(_))),
+        "no client certificate must be refused: {without:?}"
+    );
+    let with = tls_channel(addr, Some("acme")).await.expect("mTLS connect");
+    assert_eq!(ping(with, Some(DEMO_KEY)).await.expect("ping"), "demo");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+}

@@ -1,10 +1,12 @@
-//! API-key authentication. Partners send `authorization: Bearer <key>`; keys are compared by
+//! Partner authentication. Partners send `authorization: Bearer <key>`; keys are compared by
 //! their SHA-256 in constant time against every configured key (no early exit), so neither the
-//! key nor which partner matched leaks through timing. Nothing is open by default: a call
-//! without a valid key is refused.
+//! key nor which partner matched leaks through timing. Over mutual TLS a partner configured with
+//! `cert_sha256` is identified by its client certificate instead, and must present it. Nothing
+//! is open by default: a call without a valid key or partner certificate is refused.
 
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
+use tonic::Request;
 
 use super::error::AuthError;
 use crate::config::Config;
@@ -23,6 +25,14 @@ struct Partner {
     key_hash: [u8; 32],
     scenarios: Vec<String>,
     limit: RateLimit,
+    cert_hash: Option<[u8; 32]>,
+}
+
+/// SHA-256 of the client certificate the call's TLS connection presented (mutual TLS), if any.
+pub fn client_cert<T>(request: &Request<T>) -> Option<[u8; 32]> {
+    let certs = request.peer_certs()?;
+    let leaf = certs.first()?;
+    Some(Sha256::digest(leaf.as_ref()).into())
 }
 
 #[derive(Debug)]
@@ -54,6 +64,7 @@ impl Authenticator {
             .filter_map(|p| {
                 Some(Partner {
                     key_hash: decode_hash(&p.key_sha256)?,
+                    cert_hash: p.cert_sha256.as_deref().and_then(decode_hash),
                     limit: RateLimit::new(p.rate_per_sec, p.burst),
                     id: p.id,
                     scenarios: p.scenarios,
@@ -66,10 +77,37 @@ impl Authenticator {
         Authenticator { partners, admin }
     }
 
+    /// Who is calling: the partner whose certificate the connection presented (`cert`), or
+    /// whose key the metadata carries — the same partner when both are there.
+    pub fn identify(&self, md: &MetadataMap, cert: Option<[u8; 32]>) -> Result<Caller, AuthError> {
+        let by_cert = cert.and_then(|fp| {
+            self.partners
+                .iter()
+                .position(|p| p.cert_hash.is_some_and(|h| ct_eq(&h, &fp)))
+        });
+        if md.get("authorization").is_none() {
+            if let Some(i) = by_cert {
+                return Ok(Caller::Partner(i));
+            }
+        }
+        match self.by_key(md)? {
+            Caller::Partner(i) => match by_cert {
+                Some(j) if j != i => Err(AuthError::Unauthenticated(
+                    "the api key and the client certificate belong to different partners",
+                )),
+                None if self.partners[i].cert_hash.is_some() => Err(AuthError::Unauthenticated(
+                    "this partner must call with its client certificate (mutual TLS)",
+                )),
+                _ => Ok(Caller::Partner(i)),
+            },
+            Caller::Admin => Ok(Caller::Admin),
+        }
+    }
+
     /// Who the metadata's key belongs to.
-    pub fn identify(&self, md: &MetadataMap) -> Result<Caller, AuthError> {
+    fn by_key(&self, md: &MetadataMap) -> Result<Caller, AuthError> {
         let value = md.get("authorization").ok_or(AuthError::Unauthenticated(
-            "missing 'authorization: Bearer <api key>' metadata",
+            "missing 'authorization: Bearer <api key>' metadata (or a partner's client certificate)",
         ))?;
         let value = value
             .to_str()
@@ -97,9 +135,9 @@ impl Authenticator {
         found.ok_or(AuthError::Unauthenticated("unknown api key"))
     }
 
-    /// A partner key (CreditScoring). Returns the partner index.
-    pub fn partner(&self, md: &MetadataMap) -> Result<usize, AuthError> {
-        match self.identify(md)? {
+    /// A partner (CreditScoring), by key or client certificate. Returns the partner index.
+    pub fn partner(&self, md: &MetadataMap, cert: Option<[u8; 32]>) -> Result<usize, AuthError> {
+        match self.identify(md, cert)? {
             Caller::Partner(i) => Ok(i),
             Caller::Admin => Err(AuthError::PermissionDenied(
                 "the admin key may not call CreditScoring; use a partner key".into(),
@@ -109,7 +147,7 @@ impl Authenticator {
 
     /// The admin key (Admin service).
     pub fn admin(&self, md: &MetadataMap) -> Result<(), AuthError> {
-        match self.identify(md)? {
+        match self.by_key(md)? {
             Caller::Admin => Ok(()),
             Caller::Partner(_) => Err(AuthError::PermissionDenied(
                 "partner keys may not call Admin".into(),
@@ -164,14 +202,16 @@ mod tests {
             &["cash_loan"],
         ));
         let a = Authenticator::from_config(&c);
-        let acme = a.partner(&md("Bearer acme-key")).expect("acme");
+        let acme = a.partner(&md("Bearer acme-key"), None).expect("acme");
         assert_eq!(a.partner_id(acme), "acme");
         assert!(a.check_scenario(acme, "cash_loan").is_ok());
         assert!(matches!(
             a.check_scenario(acme, "rental_deposit_free"),
             Err(AuthError::PermissionDenied(_))
         ));
-        let demo = a.partner(&md("Bearer sesame-demo-key")).expect("demo");
+        let demo = a
+            .partner(&md("Bearer sesame-demo-key"), None)
+            .expect("demo");
         assert_eq!(a.partner_id(demo), "demo");
         assert!(a.admin(&md("Bearer sesame-demo-admin-key")).is_ok());
         assert!(matches!(
@@ -179,23 +219,59 @@ mod tests {
             Err(AuthError::PermissionDenied(_))
         ));
         assert!(matches!(
-            a.partner(&md("Bearer nope")),
+            a.partner(&md("Bearer nope"), None),
             Err(AuthError::Unauthenticated(_))
         ));
         assert!(matches!(
-            a.partner(&md("acme-key")),
+            a.partner(&md("acme-key"), None),
             Err(AuthError::Unauthenticated(_))
         ));
         assert!(matches!(
-            a.partner(&MetadataMap::new()),
+            a.partner(&MetadataMap::new(), None),
             Err(AuthError::Unauthenticated(_))
         ));
         c.mode = Mode::Production;
         let a = Authenticator::from_config(&c);
         assert!(
-            a.partner(&md("Bearer sesame-demo-key")).is_err(),
+            a.partner(&md("Bearer sesame-demo-key"), None).is_err(),
             "no demo key in production"
         );
         assert!(a.admin(&md("Bearer sesame-demo-admin-key")).is_err());
+    }
+
+    #[test]
+    fn a_certificate_identifies_its_partner_and_binds_its_key() {
+        let fp = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+        let mut c = Config::default();
+        let mut acme = PartnerConfig::new("acme", &sha256_hex("acme-key"), &["cash_loan"]);
+        acme.cert_sha256 = Some(hex::encode(fp("acme-cert")));
+        c.partners.push(acme);
+        let a = Authenticator::from_config(&c);
+        let none = MetadataMap::new();
+        let acme = a
+            .partner(&none, Some(fp("acme-cert")))
+            .expect("by certificate");
+        assert_eq!(a.partner_id(acme), "acme");
+        assert_eq!(
+            a.partner(&md("Bearer acme-key"), Some(fp("acme-cert")))
+                .ok(),
+            Some(acme)
+        );
+        // The key alone is not enough for a partner bound to a certificate.
+        assert!(matches!(
+            a.partner(&md("Bearer acme-key"), None),
+            Err(AuthError::Unauthenticated(m)) if m.contains("client certificate")
+        ));
+        // Key and certificate of different partners.
+        assert!(matches!(
+            a.partner(&md("Bearer sesame-demo-key"), Some(fp("acme-cert"))),
+            Err(AuthError::Unauthenticated(m)) if m.contains("different partners")
+        ));
+        // A certificate nobody is configured with identifies nobody; the key still does.
+        assert!(a.partner(&none, Some(fp("other"))).is_err());
+        let demo = a
+            .partner(&md("Bearer sesame-demo-key"), Some(fp("other")))
+            .expect("demo by key");
+        assert_eq!(a.partner_id(demo), "demo");
     }
 }

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::audit::{recorded, Draft};
-use super::auth::Caller;
+use super::auth::{client_cert, Caller};
 use super::error::{to_status, AuthError, ServiceError};
 use super::metrics::{Method, Metrics};
 use super::pb::{self, score_stream_item::Item};
@@ -137,7 +137,10 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
         observed(&self.state.metrics, Method::Score, async {
-            let partner = self.state.auth.partner(request.metadata());
+            let partner = self
+                .state
+                .auth
+                .partner(request.metadata(), client_cert(&request));
             let resp = self
                 .audited(Method::Score, partner, request.into_inner())
                 .await?;
@@ -152,7 +155,11 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
         &self,
         request: Request<Streaming<pb::ScoreRequest>>,
     ) -> Result<Response<Self::ScoreStreamStream>, Status> {
-        let partner = match self.state.auth.partner(request.metadata()) {
+        let partner = match self
+            .state
+            .auth
+            .partner(request.metadata(), client_cert(&request))
+        {
             Ok(p) => p,
             Err(e) => {
                 let s = to_status(e);
@@ -227,7 +234,7 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
         observed(&self.state.metrics, Method::GetModelInfo, async {
             self.state
                 .auth
-                .partner(request.metadata())
+                .partner(request.metadata(), client_cert(&request))
                 .map_err(to_status)?;
             let engine = self.state.engine().map_err(to_status)?;
             let version = request.into_inner().model_version;
@@ -250,7 +257,7 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
             let caller = self
                 .state
                 .auth
-                .identify(request.metadata())
+                .identify(request.metadata(), client_cert(&request))
                 .map_err(to_status)?;
             let partner_id = match caller {
                 Caller::Partner(i) => self.state.auth.partner_id(i).to_string(),
