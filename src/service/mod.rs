@@ -21,7 +21,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -48,8 +47,11 @@ pub const SCORING_SERVICE_NAME: &str = pb::credit_scoring_server::SERVICE_NAME;
 
 /// A short, stable, non-reversible reference to a user for logs (never log the raw id).
 pub fn user_ref(user_id: &str) -> String {
-    let d = Sha256::digest(format!("sesame-log:{user_id}").as_bytes());
-    hex::encode(&d[..6])
+    // The first 16 hex digits of the audit log's reference, which `sesame audit` prints: a log
+    // line and the audit record of the same call name the user the same way.
+    let mut r = crate::audit::user_ref(user_id);
+    r.truncate(16);
+    r
 }
 
 /// Runs engine work on the blocking pool; a panic inside becomes INTERNAL, never a crash.
@@ -206,7 +208,8 @@ mod tests {
     fn user_ref_is_stable_and_hides_the_id() {
         let r = super::user_ref("user-12345");
         assert_eq!(r, super::user_ref("user-12345"));
-        assert_eq!(r.len(), 12);
+        assert_eq!(r.len(), 16);
+        assert!(crate::audit::user_ref("user-12345").starts_with(&r));
         assert!(!r.contains("12345"));
         assert_ne!(r, super::user_ref("user-12346"));
     }
