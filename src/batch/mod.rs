@@ -58,6 +58,10 @@ pub struct BatchArgs {
     /// Users per part.
     #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
     pub part_size: usize,
+    /// Raw tables: compute the features this many users at a time (bounds the pipeline's
+    /// memory; the result is the same). 0: the whole population at once.
+    #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
+    pub chunk_users: usize,
     /// Test hook: sleep this long after each part (to interrupt a job reliably).
     #[arg(long, default_value_t = 0, hide = true)]
     pub part_delay_ms: u64,
@@ -78,6 +82,7 @@ impl BatchArgs {
             rules: PathBuf::from("rules"),
             resume: false,
             part_size: DEFAULT_PART_SIZE,
+            chunk_users: DEFAULT_PART_SIZE,
             part_delay_ms: 0,
             quiet: true,
         }
@@ -172,7 +177,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
         None => None,
     };
     let features_started = Instant::now();
-    let df = load_features(&bundle, &args.data, as_of, args.quiet)?;
+    let df = load_features(&bundle, &args.data, as_of, args.chunk_users, args.quiet)?;
     let feature_seconds = features_started.elapsed().as_secs_f64();
     let n = df.height();
     if n == 0 {
@@ -268,6 +273,7 @@ fn load_features(
     bundle: &ModelBundle,
     data: &Path,
     as_of: NaiveDate,
+    chunk_users: usize,
     quiet: bool,
 ) -> anyhow::Result<DataFrame> {
     let spec = &bundle.pipeline.spec;
@@ -280,9 +286,14 @@ fn load_features(
         };
         spinner.set_message(format!("computing {} features", spec.features.len()));
         spinner.enable_steady_tick(Duration::from_millis(200));
+        let n_features = spec.features.len();
         let df = bundle
             .pipeline
-            .compute(&tables, as_of)
+            .compute_chunked(&tables, as_of, chunk_users, |done, total| {
+                spinner.set_message(format!(
+                    "computing {n_features} features: own-rows chunk {done}/{total} done"
+                ))
+            })
             .context("computing features")?;
         spinner.finish_and_clear();
         df
