@@ -90,8 +90,8 @@ fn chunked_pipeline_equals_the_single_run_bit_for_bit() {
             calls.push((done, total))
         })
         .unwrap();
-    assert_eq!(calls.len(), 7);
-    assert_eq!(calls.last(), Some(&(7, 7)));
+    assert_eq!(calls.len(), 14);
+    assert_eq!(calls.last(), Some(&(14, 14)));
     assert_same_bits(whole, &chunked, "chunk 3000");
     // One chunk or none: the single run itself.
     let one = p

@@ -60,8 +60,8 @@ pub struct BatchArgs {
     /// Users per part.
     #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
     pub part_size: usize,
-    /// Raw tables: compute the own-row features (attributes, aggregates) this many users at a
-    /// time, which bounds the pipeline's memory; the result is identical. 0: the whole
+    /// Raw tables: compute the features this many users at a time (own-row features, then graph
+    /// features), which bounds the pipeline's memory; the result is identical. 0: the whole
     /// population at once.
     #[arg(long, default_value_t = DEFAULT_CHUNK_USERS)]
     pub chunk_users: usize,
@@ -305,10 +305,10 @@ fn load_features(
                     styled = true;
                 }
                 bar.set_position(done as u64);
-                bar.set_message(if done < total {
-                    format!("{n_features} features: own rows, chunk of {chunk_users} users")
+                bar.set_message(if 2 * done < total {
+                    format!("{n_features} features: own rows, chunks of {chunk_users} users")
                 } else {
-                    format!("{n_features} features: graph features over the population")
+                    format!("{n_features} features: graph, chunks of {chunk_users} users")
                 });
             })
             .context("computing features")?;

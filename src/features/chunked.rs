@@ -11,15 +11,20 @@
 //!    edges with either end in the range. On Parquet scans the range predicate is pushed down,
 //!    so a table stored in key order (as `sesame datasets generate` writes it) has whole row
 //!    groups skipped; any other order is still correct, only slower. These are the large tables
-//!    (transactions, behaviours), so this is where the memory goes.
-//! 2. *Graph*: the original pipeline runs once over the population with the stage-1 values of
-//!    step 1 as the base table: each own-rows feature becomes an attribute of that table
-//!    (the same name and type, so the same values), the neighbour, two-hop, shared and ratio
-//!    features keep their definitions and read the tables they name (relations, and the
-//!    columns of behaviours the shared feature needs — projection pushdown reads only those).
+//!    (transactions, behaviours), so this is where most of the memory goes.
+//! 2. *Shared*: the users-sharing-a-value features run once over the population (they read every
+//!    sharer's rows; projection pushdown reads only the key, time and shared columns).
+//! 3. *Graph*: neighbour, two-hop and ratio features run once per chunk of users (slices of the
+//!    base table in its order). The stage-1 values they read (own-rows and shared features)
+//!    become attributes of a narrow base table (same name and type, so the same values); the
+//!    chunk follows only its own users' edges on the first hop and reads the neighbours' values
+//!    from every user's ([`Tables::set_neighbor_values`]). Chunking matters here too: two-hop
+//!    paths grow faster than the users (hubs) — 25M paths at 1M generated users.
 //!
 //! The result equals [`Pipeline::compute`] bit for bit, rows in the base table's order
 //! (`tests/batch.rs` checks it on the demo data).
+
+use std::collections::HashSet;
 
 use polars::prelude::*;
 
@@ -52,6 +57,10 @@ fn debug_rss(what: &str) {
     }
 }
 
+fn is_shared(def: &Definition) -> bool {
+    matches!(def, Definition::Shared { .. })
+}
+
 fn own_rows(def: &Definition) -> bool {
     matches!(
         def,
@@ -63,8 +72,8 @@ impl Pipeline {
     /// [`Pipeline::compute`] in chunks of `chunk_users` users (see the module doc). Falls back to
     /// one run when chunking cannot help or apply: flat mode, no more users than a chunk, or a
     /// base table whose key is not a unique, non-null string. `progress(done, total)` is called
-    /// after each own-rows chunk (`total` chunks; the graph step follows the last one, and is
-    /// not reported — a single run reports nothing).
+    /// after each own-rows chunk and each graph chunk (`total` = twice the chunks; a single run
+    /// reports nothing).
     pub fn compute_chunked(
         &self,
         tables: &Tables,
@@ -126,7 +135,7 @@ impl Pipeline {
             }
             parts.push(part.lazy());
             debug_rss(&format!("own-rows chunk {i}"));
-            progress(i + 1, n_chunks);
+            progress(i + 1, 2 * n_chunks);
         }
         drop(sorted);
 
@@ -152,21 +161,106 @@ impl Pipeline {
         }
         debug_rss("stage-1 values in base order");
 
-        // Step 2: the whole pipeline once over the population, every own-rows feature now an
-        // attribute of `values` (same name, same type: the cast is the identity).
-        let mut graph = self.clone();
-        for f in graph.spec.features.iter_mut() {
-            if own_rows(&f.def) {
-                f.def = Definition::Attribute {
-                    column: f.meta.name.clone(),
-                    transform: None,
-                };
+        // Step 2: users sharing a value (a device), once over the population: it reads every
+        // sharer's rows, but only the columns it needs, and its pairs grow with the users.
+        let mut shared = self.clone();
+        shared.spec.features.retain(|f| is_shared(&f.def));
+        let shared_values = if shared.spec.features.is_empty() {
+            None
+        } else {
+            let df = shared.compute(tables, as_of)?;
+            if df.height() != n {
+                return Err(data(format!(
+                    "shared step: {} rows for {n} users",
+                    df.height()
+                )));
+            }
+            debug_rss("shared step");
+            Some(df)
+        };
+
+        // Step 3: neighbour, two-hop and ratio features, a chunk of users at a time. The
+        // two-hop paths grow faster than the users (hubs), so this step is chunked too: each
+        // chunk follows its own users' edges and reads the neighbours' values from every user's.
+        // Those values are the stage-1 features the graph features read (each an attribute now:
+        // same name, same type, so the cast is the identity) — a narrow table, since every
+        // graph feature is left-joined onto the chunk in turn.
+        let mut read: HashSet<&str> = HashSet::new();
+        for f in &spec.features {
+            match &f.def {
+                Definition::Neighbors { of, filter, .. } => {
+                    read.extend(of.iter().map(|c| c.as_str()));
+                    read.extend(filter.iter().map(|c| c.column.as_str()));
+                }
+                Definition::TwoHop { filter, .. } => {
+                    read.extend(filter.iter().map(|c| c.column.as_str()))
+                }
+                Definition::Ratio {
+                    numerator,
+                    denominator,
+                } => read.extend([numerator.as_str(), denominator.as_str()]),
+                _ => {}
             }
         }
-        let mut t = tables.clone();
-        t.insert(&spec.base_table, values);
-        let out = graph.compute(&t, as_of)?;
-        debug_rss("graph step");
-        Ok(out)
+        let mut graph = self.clone();
+        graph
+            .spec
+            .features
+            .retain(|f| !own_rows(&f.def) || read.contains(f.meta.name.as_str()));
+        let mut narrow = vec![values.column(key).map_err(data)?.clone()];
+        for f in graph.spec.features.iter_mut() {
+            let from = if own_rows(&f.def) {
+                &values
+            } else if is_shared(&f.def) {
+                shared_values
+                    .as_ref()
+                    .ok_or_else(|| data("shared step missing"))?
+            } else {
+                continue;
+            };
+            narrow.push(from.column(f.meta.name.as_str()).map_err(data)?.clone());
+            f.def = Definition::Attribute {
+                column: f.meta.name.clone(),
+                transform: None,
+            };
+        }
+        let narrow = DataFrame::new(n, narrow).map_err(data)?;
+        let all_values = narrow.clone().lazy();
+        let mut graph_values: Option<DataFrame> = None;
+        for i in 0..n_chunks {
+            let offset = i * chunk_users;
+            let len = chunk_users.min(n - offset);
+            let mut t = tables.clone();
+            t.insert(&spec.base_table, narrow.slice(offset as i64, len));
+            t.set_neighbor_values(all_values.clone());
+            let part = graph.compute(&t, as_of)?;
+            if part.height() != len {
+                return Err(data(format!(
+                    "graph chunk {i}: {} rows for {len} users",
+                    part.height()
+                )));
+            }
+            match graph_values.as_mut() {
+                None => graph_values = Some(part),
+                Some(g) => {
+                    g.vstack_mut(&part).map_err(data)?;
+                }
+            }
+            debug_rss(&format!("graph chunk {i}"));
+            progress(n_chunks + i + 1, 2 * n_chunks);
+        }
+        let graph_values = graph_values.ok_or_else(|| data("no users"))?;
+
+        // Both in the base table's order: the key, then every feature in file order.
+        let mut out = vec![values.column(key).map_err(data)?.clone()];
+        for f in &spec.features {
+            let from = if own_rows(&f.def) {
+                &values
+            } else {
+                &graph_values
+            };
+            out.push(from.column(f.meta.name.as_str()).map_err(data)?.clone());
+        }
+        DataFrame::new(n, out).map_err(data)
     }
 }
