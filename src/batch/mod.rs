@@ -29,6 +29,8 @@ use crate::scoring::ScoreOutcome;
 
 pub const DEFAULT_AS_OF: &str = "2025-12-31";
 pub const DEFAULT_PART_SIZE: usize = 100_000;
+/// Users per feature chunk on raw tables (`--chunk-users`); see `Pipeline::compute_chunked`.
+pub const DEFAULT_CHUNK_USERS: usize = 200_000;
 const MANIFEST: &str = "manifest.txt";
 
 #[derive(clap::Args, Debug, Clone)]
@@ -58,6 +60,11 @@ pub struct BatchArgs {
     /// Users per part.
     #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
     pub part_size: usize,
+    /// Raw tables: compute the features this many users at a time (own-row features, then graph
+    /// features), which bounds the pipeline's memory; the result is identical. 0: the whole
+    /// population at once.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_USERS)]
+    pub chunk_users: usize,
     /// Test hook: sleep this long after each part (to interrupt a job reliably).
     #[arg(long, default_value_t = 0, hide = true)]
     pub part_delay_ms: u64,
@@ -78,6 +85,7 @@ impl BatchArgs {
             rules: PathBuf::from("rules"),
             resume: false,
             part_size: DEFAULT_PART_SIZE,
+            chunk_users: DEFAULT_CHUNK_USERS,
             part_delay_ms: 0,
             quiet: true,
         }
@@ -172,7 +180,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
         None => None,
     };
     let features_started = Instant::now();
-    let df = load_features(&bundle, &args.data, as_of, args.quiet)?;
+    let df = load_features(&bundle, &args.data, as_of, args.chunk_users, args.quiet)?;
     let feature_seconds = features_started.elapsed().as_secs_f64();
     let n = df.height();
     if n == 0 {
@@ -268,23 +276,43 @@ fn load_features(
     bundle: &ModelBundle,
     data: &Path,
     as_of: NaiveDate,
+    chunk_users: usize,
     quiet: bool,
 ) -> anyhow::Result<DataFrame> {
     let spec = &bundle.pipeline.spec;
     let df = if data.is_dir() {
         let tables = Tables::open_dir(spec, data)?;
-        let spinner = if quiet {
+        let bar = if quiet {
             indicatif::ProgressBar::hidden()
         } else {
             indicatif::ProgressBar::new_spinner()
         };
-        spinner.set_message(format!("computing {} features", spec.features.len()));
-        spinner.enable_steady_tick(Duration::from_millis(200));
+        let n_features = spec.features.len();
+        bar.set_message(format!("computing {n_features} features"));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let mut styled = false;
         let df = bundle
             .pipeline
-            .compute(&tables, as_of)
+            .compute_chunked(&tables, as_of, chunk_users, |done, total| {
+                if !styled {
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {msg} {bar:30} {pos}/{len} chunks  {elapsed}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    bar.set_length(total as u64);
+                    styled = true;
+                }
+                bar.set_position(done as u64);
+                bar.set_message(if 2 * done < total {
+                    format!("{n_features} features: own rows, chunks of {chunk_users} users")
+                } else {
+                    format!("{n_features} features: graph, chunks of {chunk_users} users")
+                });
+            })
             .context("computing features")?;
-        spinner.finish_and_clear();
+        bar.finish_and_clear();
         df
     } else if data.is_file() {
         let ext = data

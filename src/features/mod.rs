@@ -1,6 +1,7 @@
 //! Feature pipelines: a pipeline file compiled to polars lazy plans, run for a whole population
 //! (batch, training) or for a few users (online) through the same code.
 
+pub mod chunked;
 pub mod cli;
 pub mod frame;
 pub mod pipeline;

@@ -25,6 +25,10 @@ const DAYS_PER_MONTH: f64 = 30.4375;
 #[derive(Clone, Default)]
 pub struct Tables {
     frames: HashMap<String, LazyFrame>,
+    /// Every user's stage-1 values, computed beforehand (chunked runs, `features::chunked`).
+    /// When set, neighbour and two-hop features read the neighbours' values from it and follow
+    /// only the edges of the base table's users (the first hop).
+    neighbor_values: Option<LazyFrame>,
 }
 
 impl Tables {
@@ -55,12 +59,16 @@ impl Tables {
             };
             frames.insert(name, lf);
         }
-        Ok(Tables { frames })
+        Ok(Tables {
+            frames,
+            neighbor_values: None,
+        })
     }
 
     pub fn from_frames(frames: impl IntoIterator<Item = (String, DataFrame)>) -> Tables {
         Tables {
             frames: frames.into_iter().map(|(n, df)| (n, df.lazy())).collect(),
+            neighbor_values: None,
         }
     }
 
@@ -70,6 +78,11 @@ impl Tables {
 
     pub fn insert_lazy(&mut self, name: &str, lf: LazyFrame) {
         self.frames.insert(name.to_string(), lf);
+    }
+
+    /// See the `neighbor_values` field.
+    pub fn set_neighbor_values(&mut self, values: LazyFrame) {
+        self.neighbor_values = Some(values);
     }
 
     pub fn get(&self, name: &str) -> Result<LazyFrame, FeatureError> {
@@ -91,7 +104,10 @@ impl Tables {
                     .lazy(),
             );
         }
-        Ok(Tables { frames })
+        Ok(Tables {
+            frames,
+            neighbor_values: self.neighbor_values.clone(),
+        })
     }
 }
 
@@ -393,6 +409,21 @@ impl Pipeline {
         if has_stage2 {
             let stage1 = stage1.cache();
             full = stage1.clone();
+            // Precomputed values of every user (a chunked run): the base table holds only the
+            // users to compute, so only their edges are followed on the first hop.
+            let (values, own) = match &tables.neighbor_values {
+                Some(v) => (v.clone(), Some(stage1.clone().select([col(key)]))),
+                None => (stage1.clone(), None),
+            };
+            let own_edges = |edges: LazyFrame| match &own {
+                Some(k) => edges.join(
+                    k.clone(),
+                    [col(key)],
+                    [col(key)],
+                    JoinArgs::new(JoinType::Semi),
+                ),
+                None => edges,
+            };
             for f in &self.spec.features {
                 match &f.def {
                     Definition::Neighbors {
@@ -403,11 +434,11 @@ impl Pipeline {
                         filter,
                     } => {
                         let t = self.table(table, &f.meta.name)?;
-                        let edges = self.followed_edges(tables, t, asof, edge_kinds)?;
+                        let edges = own_edges(self.followed_edges(tables, t, asof, edge_kinds)?);
                         let needed =
                             neighbor_columns(of.iter().chain(filter.iter().map(|c| &c.column)));
                         let nbr_vals =
-                            self.neighbor_values(&stage1, &base_schema, &f.meta.name, &needed)?;
+                            self.neighbor_values(&values, &base_schema, &f.meta.name, &needed)?;
                         let joined = left_join_on(edges, nbr_vals, NBR, NBR);
                         let schema = schema_of(&joined, table)?;
                         let mask = conditions_mask(&f.meta.name, filter, &schema)?;
@@ -438,7 +469,7 @@ impl Pipeline {
                             .clone()
                             .select([col(key).alias("__mid"), col(NBR).alias("__far")]);
                         let far = inner_join(
-                            edges.clone().select([col(key), col(NBR)]),
+                            own_edges(edges.clone()).select([col(key), col(NBR)]),
                             second,
                             NBR,
                             "__mid",
@@ -448,7 +479,7 @@ impl Pipeline {
                         .unique(None, UniqueKeepStrategy::Any);
                         let needed = neighbor_columns(filter.iter().map(|c| &c.column));
                         let nbr_vals =
-                            self.neighbor_values(&stage1, &base_schema, &f.meta.name, &needed)?;
+                            self.neighbor_values(&values, &base_schema, &f.meta.name, &needed)?;
                         let joined = left_join_on(far, nbr_vals, NBR, NBR);
                         let schema = schema_of(&joined, table)?;
                         let mask = conditions_mask(&f.meta.name, filter, &schema)?;
@@ -456,7 +487,7 @@ impl Pipeline {
                             .group_by([col(key)])
                             .agg([mask.cast(DataType::Int64).sum().alias(f.meta.name.as_str())]);
                         // Users with edges but no second hop count 0; users with no edges stay missing.
-                        let present = edges
+                        let present = own_edges(edges)
                             .select([col(key)])
                             .unique(None, UniqueKeepStrategy::Any);
                         let counted = left_join(present, counted, key).with_columns([cast_to(
