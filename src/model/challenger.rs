@@ -14,6 +14,7 @@ use linfa_trees::{DecisionTree, SplitQuality, TreeNode};
 use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{ColumnValues, Dataset, FeatureValue};
@@ -31,6 +32,14 @@ pub struct ChallengerConfig {
     pub min_leaf: f32,
     pub feature_fraction: f64,
     pub seed: u64,
+    /// Rows drawn (with replacement) per tree: min(training rows, this). Bounds the cost and
+    /// memory of each tree on large tables; below the cap every tree sees a full-size bootstrap.
+    #[serde(default = "default_max_rows_per_tree")]
+    pub max_rows_per_tree: usize,
+}
+
+fn default_max_rows_per_tree() -> usize {
+    100_000
 }
 
 impl Default for ChallengerConfig {
@@ -41,6 +50,7 @@ impl Default for ChallengerConfig {
             min_leaf: 40.0,
             feature_fraction: 0.7,
             seed: 20240601,
+            max_rows_per_tree: default_max_rows_per_tree(),
         }
     }
 }
@@ -192,17 +202,25 @@ impl Forest {
         let prior = target.iter().filter(|&&y| y == 1).count() as f64 / n as f64;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let k = ((p as f64 * cfg.feature_fraction).ceil() as usize).clamp(1, p);
-        for _ in 0..cfg.n_trees {
-            let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
-            let mut feats: Vec<usize> = (0..p).collect();
-            // partial Fisher–Yates for a random subset of k features
-            for i in 0..k {
-                let j = rng.random_range(i..p);
-                feats.swap(i, j);
-            }
-            feats.truncate(k);
-            feats.sort();
-            let xm = Array2::from_shape_fn((n, k), |(i, j)| x[rows[i]][feats[j]]);
+        let m = n.min(cfg.max_rows_per_tree.max(1));
+        // draw every tree's rows and features first (one seeded stream, as before), then grow
+        // the trees in parallel: the same samples whatever the thread count
+        let plans: Vec<(Vec<usize>, Vec<usize>)> = (0..cfg.n_trees)
+            .map(|_| {
+                let rows: Vec<usize> = (0..m).map(|_| rng.random_range(0..n)).collect();
+                let mut feats: Vec<usize> = (0..p).collect();
+                // partial Fisher–Yates for a random subset of k features
+                for i in 0..k {
+                    let j = rng.random_range(i..p);
+                    feats.swap(i, j);
+                }
+                feats.truncate(k);
+                feats.sort();
+                (rows, feats)
+            })
+            .collect();
+        let grow = |(rows, feats): (Vec<usize>, Vec<usize>)| -> Result<Tree, ModelError> {
+            let xm = Array2::from_shape_fn((rows.len(), k), |(i, j)| x[rows[i]][feats[j]]);
             let y: Array1<usize> = rows.iter().map(|&i| usize::from(target[i] == 1)).collect();
             let tree = DecisionTree::params()
                 .split_quality(SplitQuality::Gini)
@@ -223,8 +241,12 @@ impl Forest {
             for (node, (cnt, bad)) in t.nodes.iter_mut().zip(counts) {
                 node.value = (bad + 2.0 * prior) / (cnt + 2.0);
             }
-            forest.trees.push(t);
-        }
+            Ok(t)
+        };
+        forest.trees = plans
+            .into_par_iter()
+            .map(grow)
+            .collect::<Result<Vec<Tree>, ModelError>>()?;
         Ok(forest)
     }
 
@@ -251,7 +273,7 @@ impl Forest {
     pub fn predict_dataset(&self, ds: &Dataset) -> Result<Vec<f64>, ModelError> {
         Ok(self
             .matrix(ds)?
-            .iter()
+            .par_iter()
             .map(|x| self.predict_encoded(x))
             .collect())
     }

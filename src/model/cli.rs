@@ -125,6 +125,7 @@ fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
         .labels
         .clone()
         .unwrap_or_else(|| args.data.join("labels.parquet"));
+    let started = std::time::Instant::now();
     let (ds, joined) = pipeline_dataset(
         &pipeline,
         &args.data,
@@ -137,9 +138,13 @@ fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
         Some(k) => integer_column(&joined, k)?,
         None => (0..joined.height() as i64).collect(),
     };
+    // the polars frames are not needed any more: free them before training
+    drop(joined);
     let is_train = |i: usize| keys.get(i).is_some_and(|k| k.rem_euclid(10) < 7);
     let train = ds.filter_rows(is_train);
     let test = ds.filter_rows(|i| !is_train(i));
+    drop(ds);
+    let feature_secs = started.elapsed().as_secs_f64();
     let cfg = train_config(&args, Some(pipeline.hash().to_string()));
     let model = train_dataset(
         &train,
@@ -153,6 +158,11 @@ fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
         &[(crate::scoring::bundle::PIPELINE_FILE, &pipeline_text)],
     )?;
     print_report(&model);
+    println!(
+        "time: features {feature_secs:.1}s ({} rows), training {:.1}s",
+        train.n_rows() + test.n_rows(),
+        model.timings.iter().map(|t| t.1).sum::<f64>()
+    );
     println!(
         "model written to {} (pipeline {} hash {})",
         args.out.display(),
@@ -252,6 +262,12 @@ fn print_report(m: &TrainedModel) {
         "alpha {} (validation grid {:?})",
         sc.training.alpha, sc.training.alpha_grid
     );
+    let stages: Vec<String> = m
+        .timings
+        .iter()
+        .map(|(stage, secs)| format!("{stage} {secs:.1}s"))
+        .collect();
+    println!("training stages: {}", stages.join(", "));
     println!("features by IV:");
     for c in sc.training.candidates.iter().take(25) {
         println!("  {:<32} IV {:.4}  {}", c.name, c.iv, c.status);
