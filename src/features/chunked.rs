@@ -30,7 +30,7 @@ use polars::prelude::*;
 
 use chrono::NaiveDate;
 
-use super::pipeline::{Pipeline, Tables};
+use super::pipeline::{in_order, Pipeline, Tables};
 use super::spec::{Definition, Mode};
 use super::FeatureError;
 
@@ -140,19 +140,11 @@ impl Pipeline {
         drop(sorted);
 
         // Back to the base table's order: the stage-1 values become the graph step's base table.
-        let values = base
-            .select([col(key)])
-            .with_row_index("__order", None)
-            .join(
-                concat(parts, UnionArgs::default()).map_err(data)?,
-                [col(key)],
-                [col(key)],
-                JoinArgs::new(JoinType::Inner),
-            )
-            .sort(["__order"], Default::default())
-            .select([all().exclude_cols(["__order"]).as_expr()])
-            .collect()
-            .map_err(data)?;
+        let values = in_order(
+            base.select([col(key)]).with_row_index("__order", None),
+            concat(parts, UnionArgs::default()).map_err(data)?,
+            key,
+        )?;
         if values.height() != n {
             return Err(data(format!(
                 "stage 1: {} rows for {n} users",

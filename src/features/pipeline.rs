@@ -262,18 +262,7 @@ impl Pipeline {
             ],
         )
         .map_err(|e| FeatureError::Data(e.to_string()))?;
-        order
-            .lazy()
-            .join(
-                computed.lazy(),
-                [col(key)],
-                [col(key)],
-                JoinArgs::new(JoinType::Inner),
-            )
-            .sort(["__order"], Default::default())
-            .select([all().exclude_cols(["__order"]).as_expr()])
-            .collect()
-            .map_err(|e| FeatureError::Data(e.to_string()))
+        in_order(order.lazy(), computed.lazy(), key)
     }
 
     fn table<'a>(&'a self, name: &str, feature: &str) -> Result<&'a Table, FeatureError> {
@@ -944,4 +933,25 @@ fn conditions_mask(
         mask = mask.and(cond.fill_null(lit(false)));
     }
     Ok(mask)
+}
+
+/// The rows of `values` in the order of `order` (its `key` and a `__order` row number), keyed
+/// by `key`; rows of `values` not in `order` are dropped. Online lookups and the chunked
+/// population run both put their results back in the caller's order with it.
+pub(super) fn in_order(
+    order: LazyFrame,
+    values: LazyFrame,
+    key: &str,
+) -> Result<DataFrame, FeatureError> {
+    order
+        .join(
+            values,
+            [col(key)],
+            [col(key)],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .sort(["__order"], Default::default())
+        .select([all().exclude_cols(["__order"]).as_expr()])
+        .collect()
+        .map_err(|e| FeatureError::Data(e.to_string()))
 }
