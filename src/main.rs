@@ -62,9 +62,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SESAME_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // Lifecycle events of the server (listening, engine loaded, reloads, shutdown)
+                // at info so an operator sees them; per-call lines stay at debug.
+                .unwrap_or_else(|_| {
+                    "warn,sesame::server=info,sesame::service=info,sesame::scoring=info".into()
+                }),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in log files and journals.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
