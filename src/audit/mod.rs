@@ -1,20 +1,29 @@
 //! The query audit log: one record per Score call and per ScoreStream item, allowed or refused,
 //! made durable before the answer leaves (docs/security.md).
 //!
-//! - [`Store`]: an SQLite file in WAL mode with `synchronous=FULL` (a commit is on disk when
-//!   it returns). Records form a hash chain: `hash = SHA-256(prev_hash "\n" canonical)` where
-//!   `canonical` is the record's fields (with its sequence number) as one JSON array; the first
-//!   record's `prev_hash` is 64 zeros. Changing, removing or re-ordering a stored record breaks
-//!   the chain at that record, which [`Store::verify`] reports.
+//! - [`journal`]: the durable copy, an append-only file of one line per record, written
+//!   before any call it holds is answered. Records form a hash chain:
+//!   `hash = SHA-256(prev_hash "\n" canonical)` where `canonical` is the record's fields (with its
+//!   sequence number) as one JSON array; the first record's `prev_hash` is 64 zeros. Changing,
+//!   removing or re-ordering a record breaks the chain at that record.
+//! - [`Store`]: the journal plus an SQLite index of it (WAL mode) that `sesame audit` queries.
+//!   The index is written off the answering path and may trail the journal by the last moments'
+//!   records; opening for writing catches it up, reading merges the trailing records in, and
+//!   [`Store::verify`] checks the chain and that both files agree.
 //! - [`AuditLog`]: group commit. Handlers send records over a channel with a oneshot ack; one
-//!   writer thread takes all that are waiting (up to [`MAX_BATCH`]), writes them in one
-//!   transaction (one fsync), then acks them all. A call is answered only after its ack; if the
-//!   write fails, the ack carries the error and the call fails instead of answering unrecorded.
+//!   writer thread takes all that are waiting (up to [`MAX_BATCH`]), appends them to the journal
+//!   with one durable write (`O_DIRECT | O_DSYNC`, or `fdatasync`), then acks them all and passes them to the index thread. A call is
+//!   answered only after its ack; if the write fails, the ack carries the error and the call
+//!   fails instead of answering unrecorded.
 //!
 //! Users are stored only as [`user_ref`], a SHA-256 of the id: `sesame audit --user U` hashes
 //! U the same way to find them.
 
 pub mod cli;
+pub mod journal;
+
+use journal::JournalEntry;
+pub use journal::{journal_path, Journal};
 
 use std::path::{Path, PathBuf};
 
@@ -27,10 +36,13 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_BATCH: usize = 1024;
 /// Records waiting for the writer before senders wait.
 const QUEUE: usize = 8192;
-/// How long the writer lets a batch fill when calls are arriving concurrently. A commit costs
-/// ~100 µs of CPU (WAL writes, fsync, file locks) whatever its size, so under load a slightly
-/// later, larger commit is cheaper per call; a lone call (previous batch of one) never waits.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
+/// Shortest time between the starts of two journal commits. A durable write costs ~65 µs of CPU
+/// here (more under load) whatever it carries, so under load a commit that waits to carry more
+/// records is cheaper per call; a call arriving after a quiet spell is committed at once.
+/// Measured at 0, 500 and 1000 µs (docs/security.md): 500 gave the best saturated throughput.
+const MIN_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(500);
+/// How long the index thread lets durable records gather before one SQLite commit.
+const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -152,7 +164,11 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_user ON audit (user_ref, seq);
 CREATE INDEX IF NOT EXISTS audit_partner ON audit (partner, ts_ms);
+CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// `audit_meta` key: journal bytes whose records are in the index.
+const META_JOURNAL_OFFSET: &str = "journal_offset";
 
 const COLUMNS: &str =
     "seq, ts_ms, method, partner, user_ref, scenario, request_id, decision, model_version, code, prev_hash, hash";
@@ -176,16 +192,99 @@ fn row_to_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
     })
 }
 
-/// The audit file.
+fn matches(f: &Filter, r: &AuditRecord) -> bool {
+    f.user_ref.as_ref().is_none_or(|u| &r.user_ref == u)
+        && f.partner.as_ref().is_none_or(|p| &r.partner == p)
+        && f.since_ms.is_none_or(|t| r.ts_ms >= t)
+        && f.until_ms.is_none_or(|t| r.ts_ms < t)
+}
+
+/// The audit log on disk: the journal (durable, hash-chained; see [`journal`]) and the SQLite
+/// index of it that `sesame audit` queries. The index may trail the journal by the records of the
+/// last moments; opening for writing catches it up, and reading merges the trailing records in.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Present when open for writing and not yet handed to the writer thread.
+    journal: Option<Journal>,
+    /// Read-only: journal records after the indexed part (or why they could not be read).
+    pending: Result<Vec<StoredRecord>, String>,
+    indexed_offset: u64,
     head_seq: i64,
     head_hash: String,
 }
 
+fn index_head(conn: &Connection) -> rusqlite::Result<(i64, String)> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, GENESIS.to_string())))
+}
+
+fn indexed_offset(conn: &Connection) -> rusqlite::Result<u64> {
+    // A file written before the journal existed has no meta table: nothing of a journal indexed.
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_meta'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if !has_meta {
+        return Ok(0);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT value FROM audit_meta WHERE key = ?1",
+            [META_JOURNAL_OFFSET],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .unwrap_or(0)
+        .max(0) as u64)
+}
+
+/// Journal entries that continue the chain after (`head_seq`, `head_hash`), or the first that
+/// does not.
+fn continue_chain(
+    entries: Vec<JournalEntry>,
+    mut head_seq: i64,
+    head_hash: &str,
+) -> Result<Vec<StoredRecord>, String> {
+    let mut prev = head_hash.to_string();
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        if e.seq != head_seq + 1 {
+            return Err(format!(
+                "journal record {} follows record {head_seq}: records missing or re-ordered",
+                e.seq
+            ));
+        }
+        if chain_hash(&prev, &e.canonical) != e.hash {
+            return Err(format!(
+                "journal record {} does not match its hash: altered",
+                e.seq
+            ));
+        }
+        head_seq = e.seq;
+        out.push(StoredRecord {
+            seq: e.seq,
+            record: e.record,
+            prev_hash: std::mem::replace(&mut prev, e.hash.clone()),
+            hash: e.hash,
+        });
+    }
+    Ok(out)
+}
+
 impl Store {
-    /// Opens (creating the file and its directory if needed) for appending.
+    /// Opens (creating the files and their directory if needed) for appending: checks the
+    /// journal's records after the indexed part, indexes them (recovery after a crash), and cuts
+    /// off a torn tail that was never acknowledged. Only one process may hold it open so.
     pub fn open(path: &Path) -> Result<Store, AuditError> {
         let open_err = |message: String| AuditError::Open {
             path: path.to_path_buf(),
@@ -201,17 +300,87 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(format!("cannot use WAL mode (got {mode})")));
         }
-        // FULL: every commit fsyncs the WAL, so an acknowledged record survives a power cut, not
-        // only a crash. The larger page cache keeps the user index's leaves in memory.
+        // NORMAL: the index needs no fsync per commit, the journal is the durable copy and a
+        // lost index tail is rebuilt from it at the next open.
         conn.execute_batch(
-            "PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;",
+            "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;",
         )
         .and_then(|_| conn.execute_batch(SCHEMA))
         .map_err(|e| open_err(e.to_string()))?;
-        Store::with_head(conn, path)
+        let (head_seq, head_hash) = index_head(&conn).map_err(|e| open_err(e.to_string()))?;
+        let offset = indexed_offset(&conn).map_err(|e| open_err(e.to_string()))?;
+        let jpath = journal_path(path);
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            journal: None,
+            pending: Ok(Vec::new()),
+            indexed_offset: offset,
+            head_seq,
+            head_hash,
+        };
+        let journal_len = std::fs::metadata(&jpath).map(|m| m.len()).unwrap_or(0);
+        if offset == 0 && journal_len == 0 && head_seq > 0 {
+            // A log from before the journal: write its records into a new journal.
+            store.write_journal_from_index(&jpath)?;
+        } else {
+            let entries = journal::read_from(&jpath, offset)
+                .map_err(|e| open_err(format!("{e}; run `sesame audit --verify`")))?;
+            let end = entries.last().map_or(offset, |e| e.end_offset);
+            let tail = continue_chain(entries, store.head_seq, &store.head_hash)
+                .map_err(|e| open_err(format!("{e}; run `sesame audit --verify`")))?;
+            if !tail.is_empty() {
+                store.index(&tail, end)?;
+            }
+        }
+        let journal = Journal::open_at(
+            &jpath,
+            store.indexed_offset,
+            store.head_seq,
+            store.head_hash.clone(),
+        )?;
+        store.journal = Some(journal);
+        Ok(store)
     }
 
-    /// Opens an existing file for reading only (`sesame audit`; safe while a server writes).
+    /// Writes every indexed record into a new journal (migration of a pre-journal file).
+    fn write_journal_from_index(&mut self, jpath: &Path) -> Result<(), AuditError> {
+        let rows = self.query(&Filter::default())?;
+        let mut text = String::with_capacity(rows.len() * 400);
+        for r in &rows {
+            text.push_str(&canonical(r.seq, &r.record));
+            text.push('\t');
+            text.push_str(&r.hash);
+            text.push('\n');
+        }
+        let tmp = jpath.with_extension("journal.tmp");
+        let werr = |e: std::io::Error| AuditError::Open {
+            path: jpath.to_path_buf(),
+            message: e.to_string(),
+        };
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(werr)?;
+            std::io::Write::write_all(&mut f, text.as_bytes()).map_err(werr)?;
+            f.sync_all().map_err(werr)?;
+        }
+        std::fs::rename(&tmp, jpath).map_err(werr)?;
+        self.set_indexed_offset(text.len() as u64)
+    }
+
+    fn set_indexed_offset(&mut self, offset: u64) -> Result<(), AuditError> {
+        self.conn
+            .execute(
+                "INSERT INTO audit_meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![META_JOURNAL_OFFSET, offset as i64],
+            )
+            .map_err(|e| AuditError::Write(e.to_string()))?;
+        self.indexed_offset = offset;
+        Ok(())
+    }
+
+    /// Opens existing files for reading only (`sesame audit`; safe while a server writes). The
+    /// journal's records not yet indexed are read too.
     pub fn open_read_only(path: &Path) -> Result<Store, AuditError> {
         if !path.exists() {
             return Err(AuditError::Open {
@@ -219,34 +388,37 @@ impl Store {
                 message: "no such file".into(),
             });
         }
+        let open_err = |message: String| AuditError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .and_then(|c| c.execute_batch("PRAGMA busy_timeout=5000;").map(|_| c))
-        .map_err(|e| AuditError::Open {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        Store::with_head(conn, path)
-    }
-
-    fn with_head(conn: Connection, path: &Path) -> Result<Store, AuditError> {
-        let head: Option<(i64, String)> = conn
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| AuditError::Open {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let (head_seq, head_hash) = head.unwrap_or((0, GENESIS.to_string()));
+        .map_err(|e| open_err(e.to_string()))?;
+        // One read transaction, so the head and the offset belong together.
+        conn.execute_batch("BEGIN")
+            .map_err(|e| open_err(e.to_string()))?;
+        let (head_seq, head_hash) = index_head(&conn).map_err(|e| open_err(e.to_string()))?;
+        let offset = indexed_offset(&conn).map_err(|e| open_err(e.to_string()))?;
+        conn.execute_batch("COMMIT")
+            .map_err(|e| open_err(e.to_string()))?;
+        let jpath = journal_path(path);
+        let pending = if offset == 0 && head_seq > 0 {
+            Ok(Vec::new()) // pre-journal file: the index is all there is
+        } else {
+            journal::read_from(&jpath, offset)
+                .map_err(|e| e.to_string())
+                .and_then(|entries| continue_chain(entries, head_seq, &head_hash))
+        };
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            journal: None,
+            pending,
+            indexed_offset: offset,
             head_seq,
             head_hash,
         })
@@ -258,27 +430,45 @@ impl Store {
 
     /// Number of the last record (0 when empty).
     pub fn head_seq(&self) -> i64 {
-        self.head_seq
+        match (&self.journal, &self.pending) {
+            (Some(j), _) => j.head_seq(),
+            (None, Ok(p)) if !p.is_empty() => p[p.len() - 1].seq,
+            _ => self.head_seq,
+        }
     }
 
-    /// Appends `records` in one transaction (one fsync), chained after the head. On error
-    /// nothing is written and the head stays where it was.
+    /// Hands the journal to a writer that appends on its own; this store then only indexes.
+    pub fn take_journal(&mut self) -> Option<Journal> {
+        self.journal.take()
+    }
+
+    /// Appends `records` (journal, one durable write), then indexes them. On error nothing
+    /// is acknowledged and the head stays where it was.
     pub fn append(&mut self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        let journal = self
+            .journal
+            .as_mut()
+            .ok_or_else(|| AuditError::Write("the audit log is not open for writing".into()))?;
+        let stored = journal.append(records)?;
+        let end = journal.len();
+        self.index(&stored, end)
+    }
+
+    /// Adds journal records (already durable) to the index, with the journal offset after them,
+    /// in one transaction.
+    pub fn index(&mut self, stored: &[StoredRecord], journal_end: u64) -> Result<(), AuditError> {
         let werr = |e: rusqlite::Error| AuditError::Write(e.to_string());
         let tx = self.conn.transaction().map_err(werr)?;
-        let mut seq = self.head_seq;
-        let mut hash = self.head_hash.clone();
         {
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                 ))
                 .map_err(werr)?;
-            for r in records {
-                seq += 1;
-                let next = chain_hash(&hash, &canonical(seq, r));
+            for s in stored {
+                let r = &s.record;
                 stmt.execute(params![
-                    seq,
+                    s.seq,
                     r.ts_ms,
                     r.method,
                     r.partner,
@@ -288,53 +478,146 @@ impl Store {
                     r.decision,
                     r.model_version,
                     r.code,
-                    hash,
-                    next
+                    s.prev_hash,
+                    s.hash
                 ])
                 .map_err(werr)?;
-                hash = next;
             }
+            tx.execute(
+                "INSERT INTO audit_meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![META_JOURNAL_OFFSET, journal_end as i64],
+            )
+            .map_err(werr)?;
         }
         tx.commit().map_err(werr)?;
-        self.head_seq = seq;
-        self.head_hash = hash;
+        if let Some(last) = stored.last() {
+            self.head_seq = last.seq;
+            self.head_hash = last.hash.clone();
+        }
+        self.indexed_offset = journal_end;
         Ok(())
     }
 
-    /// Recomputes the chain from the first record; stops at the first that does not verify.
+    /// Checks the whole log: the journal's hash chain from its first record, and that every
+    /// indexed record is the journal's record (same fields, same hash), so altering, removing or
+    /// re-ordering a record in either file is found. Stops at the first that does not verify.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
         let mut stmt = self
             .conn
             .prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))
             .map_err(read_err)?;
-        let rows = stmt.query_map([], row_to_stored).map_err(read_err)?;
-        let mut prev = GENESIS.to_string();
-        let mut expect_seq = 1i64;
-        let mut n = 0u64;
-        for row in rows {
-            let s = row.map_err(read_err)?;
-            n += 1;
-            let broken = if s.seq != expect_seq {
-                Some(format!(
-                    "sequence gap: expected record {expect_seq}, found {} (records removed)",
-                    s.seq
-                ))
-            } else if s.prev_hash != prev {
-                Some("prev_hash does not match the previous record's hash".to_string())
-            } else if chain_hash(&prev, &canonical(s.seq, &s.record)) != s.hash {
-                Some("contents do not match the record's hash (record altered)".to_string())
-            } else {
-                None
-            };
-            if let Some(why) = broken {
-                return Ok(VerifyReport {
-                    records: n,
-                    head: String::new(),
-                    first_broken: Some((s.seq, why)),
-                });
+        let mut rows = stmt.query_map([], row_to_stored).map_err(read_err)?;
+        let jpath = journal_path(&self.path);
+        let pre_journal = self.indexed_offset == 0 && self.head_seq > 0;
+        let mut journal = if pre_journal {
+            None
+        } else {
+            match std::fs::File::open(&jpath) {
+                Ok(f) => {
+                    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    Some(std::io::BufReader::new(std::io::Read::take(f, len)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.head_seq == 0 => None,
+                Err(e) => {
+                    return Ok(VerifyReport {
+                        records: 0,
+                        head: String::new(),
+                        first_broken: Some((1, format!("journal {}: {e}", jpath.display()))),
+                    })
+                }
             }
-            prev = s.hash;
-            expect_seq += 1;
+        };
+        let mut prev = GENESIS.to_string();
+        let mut n = 0u64;
+        let mut line = String::new();
+        let broken = |n: u64, seq: i64, why: String| VerifyReport {
+            records: n,
+            head: String::new(),
+            first_broken: Some((seq, why)),
+        };
+        for expect_seq in 1i64.. {
+            // The journal's record (the durable copy), when there is a journal.
+            let from_journal = match journal.as_mut() {
+                None => None,
+                Some(r) => {
+                    line.clear();
+                    std::io::BufRead::read_line(r, &mut line)
+                        .map_err(|e| AuditError::Read(e.to_string()))?;
+                    if line.ends_with('\n') && !line.starts_with('\0') {
+                        match journal::parse_line(line.trim_end_matches('\n')) {
+                            Some(j) => Some(j),
+                            None => {
+                                return Ok(broken(
+                                    n + 1,
+                                    expect_seq,
+                                    "journal line malformed (altered)".into(),
+                                ))
+                            }
+                        }
+                    } else {
+                        None // end (or a line still being written)
+                    }
+                }
+            };
+            let from_index = rows.next().transpose().map_err(read_err)?;
+            if from_journal.is_none() && from_index.is_none() {
+                break;
+            }
+            n += 1;
+            if let Some((seq, _, canon, hash)) = &from_journal {
+                if *seq != expect_seq {
+                    return Ok(broken(
+                        n,
+                        expect_seq,
+                        format!(
+                            "journal: expected record {expect_seq}, found {seq} (records removed or re-ordered)"
+                        ),
+                    ));
+                }
+                if chain_hash(&prev, canon) != *hash {
+                    return Ok(broken(
+                        n,
+                        expect_seq,
+                        "journal: contents do not match the record's hash (record altered)".into(),
+                    ));
+                }
+            } else if journal.is_some() {
+                return Ok(broken(
+                    n,
+                    expect_seq,
+                    "the index holds a record the journal does not (journal cut short)".into(),
+                ));
+            }
+            if let Some(s) = &from_index {
+                let why = if s.seq != expect_seq {
+                    Some(format!(
+                        "sequence gap: expected record {expect_seq}, found {} (records removed)",
+                        s.seq
+                    ))
+                } else if s.prev_hash != prev {
+                    Some("prev_hash does not match the previous record's hash".to_string())
+                } else if chain_hash(&prev, &canonical(s.seq, &s.record)) != s.hash {
+                    Some("contents do not match the record's hash (record altered)".to_string())
+                } else if from_journal.as_ref().is_some_and(|j| j.3 != s.hash) {
+                    Some("the index and the journal disagree on this record".to_string())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Ok(broken(n, expect_seq, why));
+                }
+                prev = s.hash.clone();
+            } else if let Some((_, _, _, hash)) = from_journal {
+                if expect_seq <= self.head_seq {
+                    return Ok(broken(
+                        n,
+                        expect_seq,
+                        "sequence gap in the index (records removed)".into(),
+                    ));
+                }
+                prev = hash; // not indexed yet: the journal alone speaks for it
+            }
         }
         Ok(VerifyReport {
             records: n,
@@ -367,19 +650,48 @@ impl Store {
         if let Some(l) = f.limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
-        let mut stmt = self.conn.prepare(&sql).map_err(read_err)?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), row_to_stored)
-            .map_err(read_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
+        // One snapshot of the index, so its head tells which read-ahead journal records it holds
+        // by now (the index thread keeps writing while we read).
+        let tx = self.conn.unchecked_transaction().map_err(read_err)?;
+        let (indexed_head, _) = index_head(&tx).map_err(read_err)?;
+        let mut out = {
+            let mut stmt = tx.prepare(&sql).map_err(read_err)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), row_to_stored)
+                .map_err(read_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(read_err)?
+        };
+        tx.commit().map_err(read_err)?;
+        let pending = self
+            .pending
+            .as_ref()
+            .map_err(|e| AuditError::Read(e.clone()))?;
+        out.extend(
+            pending
+                .iter()
+                .filter(|s| s.seq > indexed_head && matches(f, &s.record))
+                .cloned(),
+        );
+        if let Some(l) = f.limit {
+            out.truncate(l as usize);
+        }
+        Ok(out)
     }
 
     /// Number of records.
     pub fn count(&self) -> Result<u64, AuditError> {
-        self.conn
+        let tx = self.conn.unchecked_transaction().map_err(read_err)?;
+        let (indexed_head, _) = index_head(&tx).map_err(read_err)?;
+        let indexed = tx
             .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
-            .map_err(read_err)
+            .map_err(read_err)?;
+        tx.commit().map_err(read_err)?;
+        let pending = self
+            .pending
+            .as_ref()
+            .map_err(|e| AuditError::Read(e.clone()))?;
+        Ok(indexed + pending.iter().filter(|s| s.seq > indexed_head).count() as u64)
     }
 }
 
@@ -393,17 +705,27 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens the store and starts the writer thread.
+    /// Opens the store (catching the index up with the journal) and starts the journal writer
+    /// and the index writer threads.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        let store = Store::open(path)?;
+        let mut store = Store::open(path)?;
+        let journal = store
+            .take_journal()
+            .ok_or_else(|| AuditError::Write("the audit store opened without a journal".into()))?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (index_tx, index_rx) = std::sync::mpsc::channel();
+        let thread_err = |e: std::io::Error| AuditError::Open {
+            path: path.to_path_buf(),
+            message: format!("cannot start the audit threads: {e}"),
+        };
+        std::thread::Builder::new()
+            .name("sesame-audit-index".into())
+            .spawn(move || indexer(store, index_rx))
+            .map_err(thread_err)?;
         std::thread::Builder::new()
             .name("sesame-audit".into())
-            .spawn(move || writer(store, rx))
-            .map_err(|e| AuditError::Open {
-                path: path.to_path_buf(),
-                message: format!("cannot start the writer thread: {e}"),
-            })?;
+            .spawn(move || writer(journal, rx, index_tx))
+            .map_err(thread_err)?;
         Ok(AuditLog { tx: Some(tx) })
     }
 
@@ -428,17 +750,28 @@ impl AuditLog {
     }
 }
 
-/// Group commit: everything waiting goes into one transaction; each ack after the commit.
-fn writer(mut store: Store, mut rx: mpsc::Receiver<(AuditRecord, Ack)>) {
+/// Records made durable, with the journal length after them, on their way to the index.
+type Durable = (Vec<StoredRecord>, u64);
+
+/// Group commit: everything waiting goes into one durable journal write; each ack after it.
+/// Commits start at most every [`MIN_COMMIT_INTERVAL`]; calls arriving meanwhile join the next.
+fn writer(
+    mut journal: Journal,
+    mut rx: mpsc::Receiver<(AuditRecord, Ack)>,
+    index: std::sync::mpsc::Sender<Durable>,
+) {
     let mut records = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
-    let mut concurrent = false;
+    let min_interval = MIN_COMMIT_INTERVAL;
+    let mut last_commit = std::time::Instant::now() - min_interval;
     while let Some((r, a)) = rx.blocking_recv() {
         records.push(r);
         acks.push(a);
-        if concurrent {
-            std::thread::sleep(LINGER);
+        let since = last_commit.elapsed();
+        if since < min_interval {
+            std::thread::sleep(min_interval - since);
         }
+        last_commit = std::time::Instant::now();
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok((r, a)) => {
@@ -448,15 +781,44 @@ fn writer(mut store: Store, mut rx: mpsc::Receiver<(AuditRecord, Ack)>) {
                 Err(_) => break,
             }
         }
-        concurrent = records.len() > 1;
-        let result = store.append(&records);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, n = records.len(), "audit write failed; the calls fail");
-        }
+        let result = journal.append(&records);
+        let ack = match result {
+            Ok(stored) => {
+                let _ = index.send((stored, journal.len()));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, n = records.len(), "audit write failed; the calls fail");
+                Err(e)
+            }
+        };
         for a in acks.drain(..) {
-            let _ = a.send(result.clone());
+            let _ = a.send(ack.clone());
         }
         records.clear();
+    }
+}
+
+/// Keeps the SQLite index up with the journal: whatever has become durable since its last
+/// commit goes into one transaction. A failure only delays the index (the next open catches it
+/// up from the journal); the calls were already answered on the journal's word.
+fn indexer(mut store: Store, rx: std::sync::mpsc::Receiver<Durable>) {
+    let mut failed = false;
+    while let Ok((mut batch, mut end)) = rx.recv() {
+        // Let records gather: an SQLite commit costs ~100 µs of CPU whatever its size, and a
+        // commit per journal group (thousands a second) would take that CPU from scoring.
+        std::thread::sleep(INDEX_INTERVAL);
+        while let Ok((more, e)) = rx.try_recv() {
+            batch.extend(more);
+            end = e;
+        }
+        if failed {
+            continue; // the index is behind; writing after a gap would break it
+        }
+        if let Err(e) = store.index(&batch, end) {
+            tracing::error!(error = %e, "audit index write failed; it is rebuilt from the journal at the next start");
+            failed = true;
+        }
     }
 }
 
@@ -531,7 +893,178 @@ mod tests {
             .execute("DELETE FROM audit WHERE seq = 2", [])
             .expect("delete");
         let v = s.verify().expect("verify");
+        // The journal still holds record 2, so the gap is named where it is.
+        assert_eq!(v.first_broken.as_ref().map(|b| b.0), Some(2), "{v:?}");
+    }
+
+    /// The journal's records, without the zeros written ahead of them.
+    fn journal_text(path: &Path) -> String {
+        std::fs::read_to_string(path)
+            .expect("read journal")
+            .trim_end_matches('\0')
+            .to_string()
+    }
+
+    #[test]
+    fn journal_is_the_durable_copy_and_tampering_with_it_is_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let jpath = journal_path(&path);
+        let mut s = Store::open(&path).expect("open");
+        s.append(&(1..=4).map(rec).collect::<Vec<_>>())
+            .expect("append");
+        // Records durable in the journal but not yet indexed (the index thread was behind when
+        // the process died): readers see them, the next writer indexes them.
+        let mut journal = s.take_journal().expect("journal");
+        journal.append(&[rec(5), rec(6)]).expect("journal append");
+        drop(journal);
+        drop(s);
+        let r = Store::open_read_only(&path).expect("read");
+        assert_eq!(r.count().expect("count"), 6);
+        assert_eq!(r.head_seq(), 6);
+        let q = r
+            .query(&Filter {
+                user_ref: Some(user_ref("U6")),
+                ..Default::default()
+            })
+            .expect("query");
+        assert_eq!(q.len(), 1, "an unindexed record is found");
+        assert_eq!(r.verify().expect("verify").first_broken, None);
+        // A torn last line (a crash mid-write, never acknowledged) is dropped on open.
+        let mut text = journal_text(&jpath);
+        let intact = text.len();
+        text.push_str("[7,1800000000007,\"Sco");
+        std::fs::write(&jpath, &text).expect("write");
+        assert_eq!(
+            Store::open_read_only(&path)
+                .expect("read")
+                .count()
+                .expect("count"),
+            6
+        );
+        let mut s = Store::open(&path).expect("reopen");
+        assert_eq!(s.head_seq(), 6);
+        assert_eq!(journal_text(&jpath).len(), intact, "the torn line is gone");
+        s.append(&[rec(7)]).expect("append");
+        let v = s.verify().expect("verify");
+        assert_eq!((v.records, v.first_broken), (7, None));
+        drop(s);
+        // Altering one record in the journal breaks the chain there.
+        let text = journal_text(&jpath);
+        std::fs::write(&jpath, text.replacen("\"r-3\"", "\"r-X\"", 1)).expect("write");
+        let v = Store::open_read_only(&path)
+            .expect("read")
+            .verify()
+            .expect("verify");
         assert_eq!(v.first_broken.as_ref().map(|b| b.0), Some(3), "{v:?}");
+        // Restored, then a record removed from the journal.
+        std::fs::write(&jpath, &text).expect("restore");
+        assert_eq!(
+            Store::open_read_only(&path)
+                .expect("read")
+                .verify()
+                .expect("verify")
+                .first_broken,
+            None
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let without_2: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        std::fs::write(&jpath, without_2).expect("write");
+        let v = Store::open_read_only(&path)
+            .expect("read")
+            .verify()
+            .expect("verify");
+        assert_eq!(v.first_broken.as_ref().map(|b| b.0), Some(2), "{v:?}");
+        // The server would refuse to start on it rather than extend a damaged log.
+        std::fs::write(&jpath, &text[..text.len() / 2]).expect("cut");
+        assert!(
+            Store::open(&path).is_err(),
+            "a journal shorter than the index"
+        );
+    }
+
+    #[test]
+    fn commits_across_block_boundaries_read_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let mut s = Store::open(&path).expect("open");
+        let mut n = 0i64;
+        for batch in (1..=40).map(|i| i % 17 + 1) {
+            s.append(&(n + 1..=n + batch).map(rec).collect::<Vec<_>>())
+                .expect("append");
+            n += batch;
+        }
+        drop(s);
+        let mut s = Store::open(&path).expect("reopen");
+        s.append(&[rec(n + 1)]).expect("append");
+        n += 1;
+        drop(s);
+        let text = journal_text(&journal_path(&path));
+        assert!(text.len() > 3 * 4096, "spans blocks: {} bytes", text.len());
+        assert_eq!(text.lines().count() as i64, n);
+        let r = Store::open_read_only(&path).expect("read");
+        let v = r.verify().expect("verify");
+        assert_eq!((v.records as i64, v.first_broken), (n, None));
+        let all = r.query(&Filter::default()).expect("query");
+        assert_eq!(
+            all.iter()
+                .map(|s| s.record.request_id.clone())
+                .collect::<Vec<_>>(),
+            (1..=n).map(|i| format!("r-{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_pre_journal_log_gets_its_journal_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let mut s = Store::open(&path).expect("open");
+        s.append(&(1..=3).map(rec).collect::<Vec<_>>())
+            .expect("append");
+        drop(s);
+        // What a log written before the journal looked like: the SQLite file alone.
+        std::fs::remove_file(journal_path(&path)).expect("rm journal");
+        let c = Connection::open(&path).expect("conn");
+        c.execute("DROP TABLE audit_meta", []).expect("drop meta");
+        drop(c);
+        let r = Store::open_read_only(&path).expect("read");
+        assert_eq!(r.count().expect("count"), 3);
+        assert_eq!(r.verify().expect("verify").first_broken, None);
+        let mut s = Store::open(&path).expect("migrate");
+        s.append(&[rec(4)]).expect("append");
+        let v = s.verify().expect("verify");
+        assert_eq!((v.records, v.first_broken), (4, None));
+        assert_eq!(journal_text(&journal_path(&path)).lines().count(), 4);
+    }
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let _s = Store::open(&path).expect("open");
+        let e = Store::open(&path).err().expect("second writer refused");
+        assert!(e.to_string().contains("locked"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_journal_write_leaves_nothing_and_is_reported() {
+        if !Path::new("/dev/full").exists() {
+            println!("skipped: no /dev/full to make writes fail");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        std::os::unix::fs::symlink("/dev/full", journal_path(&path)).expect("symlink");
+        let mut s = Store::open(&path).expect("open");
+        let e = s.append(&[rec(1)]).expect_err("disk full");
+        assert!(matches!(e, AuditError::Write(_)), "{e}");
+        assert_eq!(s.head_seq(), 0, "the head does not move");
+        assert_eq!(s.count().expect("count"), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
