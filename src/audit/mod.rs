@@ -1043,6 +1043,25 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_index_is_rebuilt_from_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let mut s = Store::open(&path).expect("open");
+        s.append(&(1..=5).map(rec).collect::<Vec<_>>())
+            .expect("append");
+        drop(s);
+        // The on-call fix for a damaged index: remove it; the journal holds every record.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let mut s = Store::open(&path).expect("rebuild");
+        assert_eq!(s.count().expect("count"), 5);
+        s.append(&[rec(6)]).expect("append");
+        let v = s.verify().expect("verify");
+        assert_eq!((v.records, v.first_broken), (6, None));
+    }
+
+    #[test]
     fn one_writer_at_a_time() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.db");
