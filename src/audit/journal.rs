@@ -90,6 +90,23 @@ type CanonicalTuple = (
     String,
 );
 
+/// Appends the journal line of a record: its canonical text, a tab, its hash, a newline.
+pub fn push_line(out: &mut Vec<u8>, canonical: &str, hash: &str) {
+    out.extend_from_slice(canonical.as_bytes());
+    out.push(b'\t');
+    out.extend_from_slice(hash.as_bytes());
+    out.push(b'\n');
+}
+
+/// Reads the next complete journal line into `buf` (newline included) and returns its length;
+/// `None` at the end of the records: end of file, a line still being written (no newline yet,
+/// or cut short by a crash), or the zeros written ahead.
+pub fn next_line(reader: &mut impl BufRead, buf: &mut String) -> std::io::Result<Option<usize>> {
+    buf.clear();
+    let n = reader.read_line(buf)?;
+    Ok((n > 0 && buf.ends_with('\n') && !buf.starts_with('\0')).then_some(n))
+}
+
 /// Parses one line (without its newline). `None` = not a well-formed journal line.
 pub fn parse_line(line: &str) -> Option<(i64, AuditRecord, String, String)> {
     let (canon, hash) = line.rsplit_once('\t')?;
@@ -134,15 +151,9 @@ pub fn read_from(path: &Path, offset: u64) -> Result<Vec<JournalEntry>, AuditErr
     let mut out = Vec::new();
     let mut pos = offset;
     let mut buf = String::new();
-    loop {
-        buf.clear();
-        let n = reader
-            .read_line(&mut buf)
-            .map_err(|e| rerr(format!("at byte {pos}: {e}")))?;
-        // End: nothing more, a line still being written, or the zeros written ahead.
-        if n == 0 || !buf.ends_with('\n') || buf.starts_with('\0') {
-            break;
-        }
+    while let Some(n) =
+        next_line(&mut reader, &mut buf).map_err(|e| rerr(format!("at byte {pos}: {e}")))?
+    {
         let (seq, record, canonical, hash) = parse_line(buf.trim_end_matches('\n'))
             .ok_or_else(|| rerr(format!("malformed line at byte {pos}")))?;
         pos += n as u64;
@@ -338,10 +349,7 @@ impl Journal {
             seq += 1;
             let canon = canonical(seq, r);
             let hash = chain_hash(&prev, &canon);
-            self.buf.extend_from_slice(canon.as_bytes());
-            self.buf.push(b'\t');
-            self.buf.extend_from_slice(hash.as_bytes());
-            self.buf.push(b'\n');
+            push_line(&mut self.buf, &canon, &hash);
             stored.push(StoredRecord {
                 seq,
                 record: r.clone(),
@@ -370,23 +378,11 @@ impl Journal {
                 self.path.display()
             )));
         }
-        let tail_start = self.len - self.tail.len() as u64;
+        // The new last partial block: the end of (old tail + what was written).
         let new_len = self.len + need;
         let keep = (new_len % BLOCK as u64) as usize;
-        if new_len - tail_start < BLOCK as u64 {
-            self.tail.extend_from_slice(&self.buf);
-        } else {
-            let all_len = self.tail.len() + self.buf.len();
-            let from = all_len - keep;
-            let mut t = Vec::with_capacity(BLOCK);
-            if from < self.tail.len() {
-                t.extend_from_slice(&self.tail[from..]);
-                t.extend_from_slice(&self.buf);
-            } else {
-                t.extend_from_slice(&self.buf[from - self.tail.len()..]);
-            }
-            self.tail = t;
-        }
+        self.tail.extend_from_slice(&self.buf);
+        self.tail.drain(..self.tail.len() - keep);
         self.len += self.buf.len() as u64;
         self.head_seq = seq;
         self.head_hash = prev;

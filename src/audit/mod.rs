@@ -225,6 +225,11 @@ fn index_head(conn: &Connection) -> rusqlite::Result<(i64, String)> {
         .unwrap_or((0, GENESIS.to_string())))
 }
 
+/// A log written before the journal existed: records in the index, no journal part indexed.
+fn is_pre_journal(indexed_offset: u64, head_seq: i64) -> bool {
+    indexed_offset == 0 && head_seq > 0
+}
+
 fn indexed_offset(conn: &Connection) -> rusqlite::Result<u64> {
     // A file written before the journal existed has no meta table: nothing of a journal indexed.
     let has_meta: bool = conn
@@ -320,7 +325,7 @@ impl Store {
             head_hash,
         };
         let journal_len = std::fs::metadata(&jpath).map(|m| m.len()).unwrap_or(0);
-        if offset == 0 && journal_len == 0 && head_seq > 0 {
+        if is_pre_journal(offset, head_seq) && journal_len == 0 {
             // A log from before the journal: write its records into a new journal.
             store.write_journal_from_index(&jpath)?;
         } else {
@@ -346,12 +351,9 @@ impl Store {
     /// Writes every indexed record into a new journal (migration of a pre-journal file).
     fn write_journal_from_index(&mut self, jpath: &Path) -> Result<(), AuditError> {
         let rows = self.query(&Filter::default())?;
-        let mut text = String::with_capacity(rows.len() * 400);
+        let mut text = Vec::with_capacity(rows.len() * 400);
         for r in &rows {
-            text.push_str(&canonical(r.seq, &r.record));
-            text.push('\t');
-            text.push_str(&r.hash);
-            text.push('\n');
+            journal::push_line(&mut text, &canonical(r.seq, &r.record), &r.hash);
         }
         let tmp = jpath.with_extension("journal.tmp");
         let werr = |e: std::io::Error| AuditError::Open {
@@ -360,7 +362,7 @@ impl Store {
         };
         {
             let mut f = std::fs::File::create(&tmp).map_err(werr)?;
-            std::io::Write::write_all(&mut f, text.as_bytes()).map_err(werr)?;
+            std::io::Write::write_all(&mut f, &text).map_err(werr)?;
             f.sync_all().map_err(werr)?;
         }
         std::fs::rename(&tmp, jpath).map_err(werr)?;
@@ -406,7 +408,7 @@ impl Store {
         conn.execute_batch("COMMIT")
             .map_err(|e| open_err(e.to_string()))?;
         let jpath = journal_path(path);
-        let pending = if offset == 0 && head_seq > 0 {
+        let pending = if is_pre_journal(offset, head_seq) {
             Ok(Vec::new()) // pre-journal file: the index is all there is
         } else {
             journal::read_from(&jpath, offset)
@@ -509,8 +511,7 @@ impl Store {
             .map_err(read_err)?;
         let mut rows = stmt.query_map([], row_to_stored).map_err(read_err)?;
         let jpath = journal_path(&self.path);
-        let pre_journal = self.indexed_offset == 0 && self.head_seq > 0;
-        let mut journal = if pre_journal {
+        let mut journal = if is_pre_journal(self.indexed_offset, self.head_seq) {
             None
         } else {
             match std::fs::File::open(&jpath) {
@@ -541,10 +542,9 @@ impl Store {
             let from_journal = match journal.as_mut() {
                 None => None,
                 Some(r) => {
-                    line.clear();
-                    std::io::BufRead::read_line(r, &mut line)
+                    let complete = journal::next_line(r, &mut line)
                         .map_err(|e| AuditError::Read(e.to_string()))?;
-                    if line.ends_with('\n') && !line.starts_with('\0') {
+                    if complete.is_some() {
                         match journal::parse_line(line.trim_end_matches('\n')) {
                             Some(j) => Some(j),
                             None => {
