@@ -1103,3 +1103,45 @@ async fn engine_live_psi_matches_offline_psi_of_the_scores_given() {
     )));
     r.shutdown().await.expect("clean shutdown");
 }
+
+/// `sesame bench` against the real server: the closed loop measures a maximum, and the open loop
+/// starts exactly rate × duration calls on schedule, each answered (none lost or doubled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_open_loop_starts_every_scheduled_call() {
+    use sesame::service::bench::{self, BenchArgs, Rate, Rpc};
+    let r = start(config_with_engine(), vec![]).await;
+    wait_serving(&r).await;
+    let args = BenchArgs {
+        addr: format!("http://{}", r.addr),
+        connections: 2,
+        inflight: 2,
+        seconds: 0.5,
+        rpc: Rpc::Score,
+        user: Some(demo_user()),
+        scenario: "cash_loan".into(),
+        key: PARTNER_KEY.into(),
+        partner: sesame::config::DEMO_PARTNER_ID.into(),
+        consent_secret: DEMO_CONSENT_SECRET.into(),
+        rate: Some(Rate::ShareOfMax(0.25)),
+    };
+    let reports = bench::run(&args).await.expect("bench");
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let (max, open) = (&reports[0], &reports[1]);
+    assert_eq!(max.offered, None);
+    assert!(max.ok > 0 && max.errors.is_empty(), "{max}");
+    let rate = open.offered.expect("open loop");
+    assert!((rate - 0.25 * max.per_second()).abs() < 1e-6, "{open}");
+    assert!(open.errors.is_empty(), "{open}");
+    assert_eq!(open.ok, (rate * 0.5).round() as u64, "{open}");
+    assert!(open.p50_us > 0 && open.p99_us >= open.p50_us, "{open}");
+    // Ping at a fixed rate needs no user.
+    let args = BenchArgs {
+        rpc: Rpc::Ping,
+        user: None,
+        rate: Some(Rate::PerSecond(300.0)),
+        ..args
+    };
+    let reports = bench::run(&args).await.expect("bench ping");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].ok, 150, "{}", reports[0]);
+}

@@ -1,6 +1,9 @@
-//! `sesame bench`: a closed-loop load generator. N connections, each with a few calls in
-//! flight, for a fixed time; reports throughput and p50/p99 of Score and of Ping (the no-op
-//! baseline: transport + auth only) measured by the same client against the same server.
+//! `sesame bench`: a load generator. Closed loop by default: N connections, each with a few
+//! calls in flight, for a fixed time; reports throughput and p50/p99 of Score and of Ping (the
+//! no-op baseline: transport + auth only) measured by the same client against the same server.
+//! With `--rate`, open loop: calls start on a fixed schedule whatever the answers, which is how a
+//! partner's traffic arrives and the honest way to read latency at a given load (a closed loop
+//! slows down when the server does, and hides the queueing).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -52,12 +55,43 @@ pub struct BenchArgs {
     /// (default: the demo secret, which a demo-mode server uses).
     #[arg(long, env = "SESAME_CONSENT_SECRET", default_value = crate::config::DEMO_CONSENT_SECRET, hide_env_values = true, hide_default_value = true)]
     pub consent_secret: String,
+    /// Open loop: start calls at this rate, calls/s over all connections (e.g. `5000`), or at a
+    /// share of the throughput the closed loop just measured for the same RPC (e.g. `50%`).
+    #[arg(long)]
+    pub rate: Option<Rate>,
+}
+
+/// `--rate`: a fixed rate or a share of the measured maximum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    PerSecond(f64),
+    ShareOfMax(f64),
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let bad =
+            || format!("'{s}' is not a rate: give calls/s (5000) or a share of the maximum (50%)");
+        let (num, pct) = match s.trim().strip_suffix('%') {
+            Some(n) => (n.trim(), true),
+            None => (s.trim(), false),
+        };
+        let v: f64 = num.parse().map_err(|_| bad())?;
+        match pct {
+            true if v > 0.0 && v <= 100.0 => Ok(Rate::ShareOfMax(v / 100.0)),
+            false if v > 0.0 && v <= 1e7 => Ok(Rate::PerSecond(v)),
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// Result of one RPC's run.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub rpc: &'static str,
+    /// Open loop: the rate the calls were started at, calls/s.
+    pub offered: Option<f64>,
     pub ok: u64,
     pub errors: BTreeMap<String, u64>,
     pub elapsed: Duration,
@@ -74,10 +108,14 @@ impl BenchReport {
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(rate) = self.offered {
+            write!(f, "{:<5} (open loop at {rate:.0} calls/s)", self.rpc)?;
+        } else {
+            write!(f, "{:<5}", self.rpc)?;
+        }
         write!(
             f,
-            "{:<5}: {} ok in {:.1} s = {:.0} calls/s, p50 {:.3} ms, p99 {:.3} ms",
-            self.rpc,
+            ": {} ok in {:.1} s = {:.0} calls/s, p50 {:.3} ms, p99 {:.3} ms",
             self.ok,
             self.elapsed.as_secs_f64(),
             self.per_second(),
@@ -126,17 +164,7 @@ pub async fn measure(
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let r = if rpc == Rpc::Ping {
-                        let mut req = Request::new(PingRequest {});
-                        req.metadata_mut().insert("authorization", auth.clone());
-                        client.ping(req).await.map(|_| ())
-                    } else {
-                        let mut msg = template.clone();
-                        msg.request_id = format!("bench-{n}");
-                        let mut req = Request::new(msg);
-                        req.metadata_mut().insert("authorization", auth.clone());
-                        client.score(req).await.map(|_| ())
-                    };
+                    let r = call(&mut client, rpc, &auth, &template, n).await;
                     n += 1;
                     match r {
                         Ok(()) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
@@ -156,16 +184,116 @@ pub async fn measure(
             *errors.entry(k).or_default() += v;
         }
     }
-    let elapsed = start.elapsed();
+    Ok(report(rpc, None, all, errors, start.elapsed()))
+}
+
+/// One call; the request id is unique per call of a client task.
+async fn call(
+    client: &mut CreditScoringClient<Channel>,
+    rpc: Rpc,
+    auth: &MetadataValue<tonic::metadata::Ascii>,
+    template: &ScoreRequest,
+    n: u64,
+) -> Result<(), tonic::Status> {
+    if rpc == Rpc::Ping {
+        let mut req = Request::new(PingRequest {});
+        req.metadata_mut().insert("authorization", auth.clone());
+        client.ping(req).await.map(|_| ())
+    } else {
+        let mut msg = template.clone();
+        msg.request_id = format!("bench-{n}");
+        let mut req = Request::new(msg);
+        req.metadata_mut().insert("authorization", auth.clone());
+        client.score(req).await.map(|_| ())
+    }
+}
+
+/// Calls still unanswered beyond which the open loop stops: the server is not keeping up.
+const OPEN_LOOP_BACKLOG: usize = 20_000;
+
+/// Open loop: starts `rate` calls/s spread over `channels` for `duration`, each call in its own
+/// task, whatever the answers. Calls are started in 1 ms ticks (tokio's timer resolution), so
+/// they arrive in small bursts — a little harsher than evenly spaced arrivals. Latency runs
+/// from the call's start to its answer.
+pub async fn measure_open(
+    channels: &[Channel],
+    rate: f64,
+    duration: Duration,
+    rpc: Rpc,
+    key: &str,
+    template: ScoreRequest,
+) -> anyhow::Result<BenchReport> {
+    let auth: MetadataValue<_> = format!("Bearer {key}")
+        .parse()
+        .context("--key: not a valid header value")?;
+    anyhow::ensure!(!channels.is_empty(), "no connection");
+    let clients: Vec<_> = channels
+        .iter()
+        .map(|c| CreditScoringClient::new(c.clone()))
+        .collect();
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut running = tokio::task::JoinSet::new();
+    let mut all = Vec::with_capacity(total as usize);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let collect = |r: Result<Result<u32, tonic::Code>, tokio::task::JoinError>,
+                   all: &mut Vec<u32>,
+                   errors: &mut BTreeMap<String, u64>| match r {
+        Ok(Ok(us)) => all.push(us),
+        Ok(Err(code)) => *errors.entry(format!("{code:?}")).or_default() += 1,
+        Err(e) => *errors.entry(format!("task: {e}")).or_default() += 1,
+    };
+    let mut started = 0u64;
+    while started < total {
+        tick.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * rate).floor() as u64 + 1).min(total);
+        while started < due {
+            let mut client = clients[started as usize % clients.len()].clone();
+            let (auth, template, n) = (auth.clone(), template.clone(), started);
+            running.spawn(async move {
+                let t = Instant::now();
+                call(&mut client, rpc, &auth, &template, n)
+                    .await
+                    .map(|()| t.elapsed().as_micros().min(u32::MAX as u128) as u32)
+                    .map_err(|s| s.code())
+            });
+            started += 1;
+        }
+        while let Some(r) = running.try_join_next() {
+            collect(r, &mut all, &mut errors);
+        }
+        if running.len() > OPEN_LOOP_BACKLOG {
+            *errors
+                .entry("not started: server fell behind".into())
+                .or_default() += total - started;
+            break;
+        }
+    }
+    while let Some(r) = running.join_next().await {
+        collect(r, &mut all, &mut errors);
+    }
+    Ok(report(rpc, Some(rate), all, errors, start.elapsed()))
+}
+
+fn report(
+    rpc: Rpc,
+    offered: Option<f64>,
+    mut all: Vec<u32>,
+    errors: BTreeMap<String, u64>,
+    elapsed: Duration,
+) -> BenchReport {
     all.sort_unstable();
-    Ok(BenchReport {
+    BenchReport {
         rpc: if rpc == Rpc::Ping { "ping" } else { "score" },
+        offered,
         ok: all.len() as u64,
         errors,
         elapsed,
         p50_us: percentile(&all, 0.50),
         p99_us: percentile(&all, 0.99),
-    })
+    }
 }
 
 /// Connects and runs the RPCs the arguments ask for.
@@ -216,30 +344,36 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchReport>> {
     };
     let mut reports = Vec::new();
     for rpc in [Rpc::Ping, Rpc::Score] {
-        if args.rpc == rpc || args.rpc == Rpc::Both {
-            // Warm up connections and the server's code paths before measuring.
-            let warm = Duration::from_millis(300).min(duration);
+        if args.rpc != rpc && args.rpc != Rpc::Both {
+            continue;
+        }
+        let closed = |d| {
             measure(
                 &channels,
                 args.inflight,
-                warm,
+                d,
                 rpc,
                 &args.key,
                 template.clone(),
             )
-            .await?;
-            reports.push(
-                measure(
-                    &channels,
-                    args.inflight,
-                    duration,
-                    rpc,
-                    &args.key,
-                    template.clone(),
-                )
-                .await?,
-            );
-        }
+        };
+        // Warm up connections and the server's code paths before measuring.
+        closed(Duration::from_millis(300).min(duration)).await?;
+        let rate = match args.rate {
+            None => {
+                reports.push(closed(duration).await?);
+                continue;
+            }
+            Some(Rate::PerSecond(r)) => r,
+            Some(Rate::ShareOfMax(share)) => {
+                let max = closed(duration).await?;
+                let r = max.per_second() * share;
+                reports.push(max);
+                r
+            }
+        };
+        reports
+            .push(measure_open(&channels, rate, duration, rpc, &args.key, template.clone()).await?);
     }
     Ok(reports)
 }
@@ -251,17 +385,20 @@ pub fn bench_cli(args: BenchArgs) -> anyhow::Result<()> {
         .build()
         .context("tokio runtime")?;
     let reports = rt.block_on(run(&args))?;
+    let open = match args.rate {
+        None => String::new(),
+        Some(Rate::PerSecond(r)) => format!(", then open loop at {r} calls/s"),
+        Some(Rate::ShareOfMax(s)) => format!(", then open loop at {}% of that", s * 100.0),
+    };
     println!(
-        "sesame bench: {} connections x {} in flight, {} s per rpc, {}",
+        "sesame bench: {} connections x {} in flight, {} s per rpc{open}, {}",
         args.connections, args.inflight, args.seconds, args.addr
     );
     for r in &reports {
         println!("{r}");
     }
-    if let (Some(p), Some(s)) = (
-        reports.iter().find(|r| r.rpc == "ping"),
-        reports.iter().find(|r| r.rpc == "score"),
-    ) {
+    let closed = |rpc: &str| reports.iter().find(|r| r.rpc == rpc && r.offered.is_none());
+    if let (Some(p), Some(s)) = (closed("ping"), closed("score")) {
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         println!(
             "score/ping: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
@@ -271,4 +408,20 @@ pub fn bench_cli(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rate;
+
+    #[test]
+    fn rate_is_calls_per_second_or_a_share_of_the_maximum() {
+        assert_eq!("5000".parse::<Rate>(), Ok(Rate::PerSecond(5000.0)));
+        assert_eq!(" 50% ".parse::<Rate>(), Ok(Rate::ShareOfMax(0.5)));
+        assert_eq!("100%".parse::<Rate>(), Ok(Rate::ShareOfMax(1.0)));
+        for bad in ["", "0", "-5", "0%", "150%", "fast", "NaN", "inf", "1e9"] {
+            let err = bad.parse::<Rate>().unwrap_err();
+            assert!(err.contains("not a rate"), "{bad}: {err}");
+        }
+    }
 }
