@@ -12,8 +12,10 @@
 //!    so a table stored in key order (as `sesame datasets generate` writes it) has whole row
 //!    groups skipped; any other order is still correct, only slower. These are the large tables
 //!    (transactions, behaviours), so this is where most of the memory goes.
-//! 2. *Shared*: the users-sharing-a-value features run once over the population (they read every
-//!    sharer's rows; projection pushdown reads only the key, time and shared columns).
+//! 2. *Shared*: the users-sharing-a-value features read other users' rows too. Their distinct
+//!    (user, value) pairs — who used which device — are gathered a key range at a time (only the
+//!    key, time and value columns are read, and only the pairs are kept), then each range's users
+//!    are counted against everyone's pairs.
 //! 3. *Graph*: neighbour, two-hop and ratio features run once per chunk of users (slices of the
 //!    base table in its order). The stage-1 values they read (own-rows and shared features)
 //!    become attributes of a narrow base table (same name and type, so the same values); the
@@ -30,8 +32,8 @@ use polars::prelude::*;
 
 use chrono::NaiveDate;
 
-use super::pipeline::{in_order, Pipeline, Tables};
-use super::spec::{Definition, Mode};
+use super::pipeline::{in_order, shared_counts, Pipeline, Tables};
+use super::spec::{Definition, Feature, Mode};
 use super::FeatureError;
 
 fn data(e: impl std::fmt::Display) -> FeatureError {
@@ -102,46 +104,60 @@ impl Pipeline {
         sorted.sort_unstable();
 
         // Step 1: own-rows features, one key range at a time.
-        let mut stage1 = self.clone();
-        stage1.spec.features.retain(|f| own_rows(&f.def));
-        let n_chunks = n.div_ceil(chunk_users);
-        let mut parts = Vec::with_capacity(n_chunks);
-        for (i, chunk) in sorted.chunks(chunk_users).enumerate() {
-            let (lo, hi) = (chunk[0], chunk[chunk.len() - 1]);
-            let in_range = |c: &str| {
-                col(c)
-                    .gt_eq(lit(lo.to_string()))
-                    .and(col(c).lt_eq(lit(hi.to_string())))
-            };
+        let ranges: Vec<(String, String)> = sorted
+            .chunks(chunk_users)
+            .map(|c| (c[0].to_string(), c[c.len() - 1].to_string()))
+            .collect();
+        drop(sorted);
+        let in_range = |c: &str, (lo, hi): &(String, String)| {
+            col(c)
+                .gt_eq(lit(lo.clone()))
+                .and(col(c).lt_eq(lit(hi.clone())))
+        };
+        // Every table narrowed to the rows of one key range (edges: either end in it).
+        let narrowed = |range: &(String, String)| -> Tables {
             let mut narrowed = tables.clone();
-            narrowed.insert_lazy(&spec.base_table, base.clone().filter(in_range(key)));
+            narrowed.insert_lazy(&spec.base_table, base.clone().filter(in_range(key, range)));
             for t in &spec.tables {
                 let Ok(lf) = tables.get(&t.name) else {
                     continue;
                 };
                 let lf = match &t.edges {
-                    Some((from, to)) => lf.filter(in_range(from).or(in_range(to))),
-                    None => lf.filter(in_range(key)),
+                    Some((from, to)) => lf.filter(in_range(from, range).or(in_range(to, range))),
+                    None => lf.filter(in_range(key, range)),
                 };
                 narrowed.insert_lazy(&t.name, lf);
             }
+            narrowed
+        };
+        let mut stage1 = self.clone();
+        stage1.spec.features.retain(|f| own_rows(&f.def));
+        let n_chunks = ranges.len();
+        let mut parts = Vec::with_capacity(n_chunks);
+        for (i, range) in ranges.iter().enumerate() {
+            let chunk_len = if i + 1 < n_chunks {
+                chunk_users
+            } else {
+                n - i * chunk_users
+            };
+            let narrowed = narrowed(range);
             let part = stage1.compute(&narrowed, as_of)?;
-            if part.height() != chunk.len() {
+            if part.height() != chunk_len {
                 return Err(data(format!(
-                    "chunk {i}: {} rows for {} users",
+                    "chunk {i}: {} rows for {chunk_len} users",
                     part.height(),
-                    chunk.len()
                 )));
             }
             parts.push(part.lazy());
             debug_rss(&format!("own-rows chunk {i}"));
             progress(i + 1, 2 * n_chunks);
         }
-        drop(sorted);
 
         // Back to the base table's order: the stage-1 values become the graph step's base table.
         let values = in_order(
-            base.select([col(key)]).with_row_index("__order", None),
+            base.clone()
+                .select([col(key)])
+                .with_row_index("__order", None),
             concat(parts, UnionArgs::default()).map_err(data)?,
             key,
         )?;
@@ -153,21 +169,55 @@ impl Pipeline {
         }
         debug_rss("stage-1 values in base order");
 
-        // Step 2: users sharing a value (a device), once over the population: it reads every
-        // sharer's rows, but only the columns it needs, and its pairs grow with the users.
-        let mut shared = self.clone();
-        shared.spec.features.retain(|f| is_shared(&f.def));
-        let shared_values = if shared.spec.features.is_empty() {
+        // Step 2: users sharing a value (a device). Every user's distinct (user, value) pairs are
+        // gathered a key range at a time — only the pairs stay in memory, not the event rows —
+        // then each range's users are counted against all the pairs.
+        let shared_feats: Vec<&Feature> =
+            spec.features.iter().filter(|f| is_shared(&f.def)).collect();
+        let shared_values = if shared_feats.is_empty() {
             None
         } else {
-            let df = shared.compute(tables, as_of)?;
+            let mut df = base
+                .clone()
+                .select([col(key)])
+                .with_row_index("__order", None);
+            for f in shared_feats {
+                let mut pairs = Vec::with_capacity(n_chunks);
+                for range in &ranges {
+                    let p = self.shared_pairs(&narrowed(range), f, as_of)?;
+                    pairs.push(p.collect().map_err(data)?.lazy());
+                }
+                let all = concat(pairs, UnionArgs::default())
+                    .map_err(data)?
+                    .collect()
+                    .map_err(data)?
+                    .lazy();
+                let mut counts = Vec::with_capacity(n_chunks);
+                for range in &ranges {
+                    let mine = all.clone().filter(in_range(key, range));
+                    let c = shared_counts(key, f, mine, all.clone())?;
+                    counts.push(c.collect().map_err(data)?.lazy());
+                }
+                let counts = concat(counts, UnionArgs::default()).map_err(data)?;
+                df = df.join(
+                    counts,
+                    [col(key)],
+                    [col(key)],
+                    JoinArgs::new(JoinType::Left),
+                );
+                debug_rss(&format!("shared feature {}", f.meta.name));
+            }
+            let df = df
+                .sort(["__order"], Default::default())
+                .select([all().exclude_cols(["__order"]).as_expr()])
+                .collect()
+                .map_err(data)?;
             if df.height() != n {
                 return Err(data(format!(
                     "shared step: {} rows for {n} users",
                     df.height()
                 )));
             }
-            debug_rss("shared step");
             Some(df)
         };
 

@@ -351,43 +351,9 @@ impl Pipeline {
 
         // Stage 1c: users sharing a value (a device) with the user.
         for f in &self.spec.features {
-            if let Definition::Shared {
-                table,
-                column,
-                window_days,
-            } = &f.def
-            {
-                let t = self.table(table, &f.meta.name)?;
-                let rows = self.event_frame(tables, t, asof)?;
-                let schema = schema_of(&rows, table)?;
-                if schema.get(column.as_str()).is_none() {
-                    return Err(data_err(
-                        &f.meta.name,
-                        format!("unknown column '{column}' in table '{table}'"),
-                    ));
-                }
-                let mut rows = rows.filter(col(column.as_str()).is_not_null());
-                if let Some(w) = window_days {
-                    rows = rows.filter(col(AGE).lt_eq(lit(*w as f64)));
-                }
-                let pairs = rows
-                    .select([col(key), col(column.as_str())])
-                    .unique(None, UniqueKeepStrategy::Any);
-                let other = pairs
-                    .clone()
-                    .select([col(key).alias("__other"), col(column.as_str())]);
-                let counts = inner_join(pairs.clone(), other, column, column)
-                    .filter(col("__other").neq(col(key)))
-                    .group_by([col(key)])
-                    .agg([col("__other").n_unique().alias(f.meta.name.as_str())]);
-                // Users with rows but nobody sharing get 0; users with no rows stay missing.
-                let present = pairs
-                    .select([col(key)])
-                    .unique(None, UniqueKeepStrategy::Any);
-                let counts = left_join(present, counts, key).with_columns([cast_to(
-                    col(f.meta.name.as_str()).fill_null(lit(0u32)),
-                    f.ftype,
-                )]);
+            if matches!(f.def, Definition::Shared { .. }) {
+                let pairs = self.shared_pairs(tables, f, as_of)?;
+                let counts = shared_counts(key, f, pairs.clone(), pairs)?;
                 stage1 = left_join(stage1, counts, key);
             }
         }
@@ -563,6 +529,41 @@ impl Pipeline {
         Ok(base.select(out))
     }
 
+    /// A users-sharing-a-value feature's distinct (key, value) pairs before as-of, within its
+    /// window: who used which device. The population run ([`Pipeline::compute_chunked`]) gathers
+    /// them a key range at a time.
+    pub(super) fn shared_pairs(
+        &self,
+        tables: &Tables,
+        f: &Feature,
+        as_of: NaiveDate,
+    ) -> Result<LazyFrame, FeatureError> {
+        let Definition::Shared {
+            table,
+            column,
+            window_days,
+        } = &f.def
+        else {
+            return Err(data_err(&f.meta.name, "not a shared-value feature"));
+        };
+        let t = self.table(table, &f.meta.name)?;
+        let rows = self.event_frame(tables, t, AsOf::new(as_of))?;
+        let schema = schema_of(&rows, table)?;
+        if schema.get(column.as_str()).is_none() {
+            return Err(data_err(
+                &f.meta.name,
+                format!("unknown column '{column}' in table '{table}'"),
+            ));
+        }
+        let mut rows = rows.filter(col(column.as_str()).is_not_null());
+        if let Some(w) = window_days {
+            rows = rows.filter(col(AGE).lt_eq(lit(*w as f64)));
+        }
+        Ok(rows
+            .select([col(self.spec.key.as_str()), col(column.as_str())])
+            .unique(None, UniqueKeepStrategy::Any))
+    }
+
     /// A table's rows before as-of, with the age column and the derived columns added.
     fn event_frame(
         &self,
@@ -707,6 +708,32 @@ impl Pipeline {
             .unique(None, UniqueKeepStrategy::Any);
         Ok(vals)
     }
+}
+
+/// A users-sharing-a-value feature for the users of `mine` (their pairs from
+/// [`Pipeline::shared_pairs`]): how many other users of `all` (every user's pairs) used one of
+/// their values. Users with pairs but nobody sharing get 0; users without pairs are absent, so
+/// they stay missing.
+pub(super) fn shared_counts(
+    key: &str,
+    f: &Feature,
+    mine: LazyFrame,
+    all: LazyFrame,
+) -> Result<LazyFrame, FeatureError> {
+    let Definition::Shared { column, .. } = &f.def else {
+        return Err(data_err(&f.meta.name, "not a shared-value feature"));
+    };
+    let name = f.meta.name.as_str();
+    let other = all.select([col(key).alias("__other"), col(column.as_str())]);
+    let counts = inner_join(mine.clone(), other, column, column)
+        .filter(col("__other").neq(col(key)))
+        .group_by([col(key)])
+        .agg([col("__other").n_unique().alias(name)]);
+    let present = mine
+        .select([col(key)])
+        .unique(None, UniqueKeepStrategy::Any);
+    Ok(left_join(present, counts, key)
+        .with_columns([cast_to(col(name).fill_null(lit(0u32)), f.ftype)]))
 }
 
 fn left_join_on(a: LazyFrame, b: LazyFrame, left: &str, right: &str) -> LazyFrame {
