@@ -128,6 +128,24 @@ pub struct FeatureSpec {
     /// The neighbour's feature or column aggregated by `neighbors` (mean / max / sum).
     #[serde(default)]
     pub of: Option<String>,
+    /// Training hints for this feature's binning (see [`BinningHint`]). Absent from the
+    /// canonical form when not given, so pipelines without hints keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binning: Option<BinningHint>,
+}
+
+/// How the trainer bins one feature, where it should differ from its defaults. Only training
+/// reads it: the feature's values are the same with or without hints.
+///
+/// `min_bin_share` lowers (or raises) the minimum share of training rows per bin for this
+/// feature alone — for a rare, decisive flag (say, accounts tied to a device-sharing ring: well
+/// under 1% of users, most of them bad) that the default 5% floor would merge into the
+/// population. The minimum bads and goods per bin still apply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinningHint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bin_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,6 +327,8 @@ pub struct Feature {
     pub meta: FeatureMeta,
     pub ftype: FeatureType,
     pub def: Definition,
+    /// Training hints (all `None` when the file gives none).
+    pub binning: BinningHint,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -562,6 +582,15 @@ impl PipelineSpec {
                     ))
                 }
             };
+            let binning = f.binning.clone().unwrap_or_default();
+            if let Some(s) = binning.min_bin_share {
+                if !(s > 0.0 && s <= 0.5) {
+                    return Err(err(
+                        name,
+                        format!("binning.min_bin_share must be in (0, 0.5], got {s}"),
+                    ));
+                }
+            }
             let flat_kind = matches!(def, Definition::Column { .. });
             if (mode == Mode::Flat) != flat_kind {
                 return Err(err(
@@ -580,6 +609,7 @@ impl PipelineSpec {
                 },
                 ftype,
                 def,
+                binning,
             });
         }
 
@@ -741,4 +771,62 @@ fn parse_condition(feature: &str, c: &ConditionSpec) -> Result<Condition, Featur
         column: c.column.clone(),
         op,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[pipeline]
+name = "t"
+version = "1"
+
+[tables.relations]
+time = "since"
+edges = { from = "src", to = "dst" }
+
+[[feature]]
+name = "shared_device_links"
+dimension = "relationship"
+description = "Accounts linked by a shared device"
+type = "int"
+kind = "aggregate"
+table = "relations"
+agg = "count"
+filter = [{ column = "kind", op = "eq", value = "shared_device" }]
+"#;
+
+    #[test]
+    fn binning_hint_is_parsed_validated_and_kept_out_of_hint_free_hashes() {
+        let plain = PipelineSpec::from_toml(BASE).unwrap();
+        assert_eq!(plain.features[0].binning, BinningHint::default());
+
+        let hinted_text = format!("{BASE}binning = {{ min_bin_share = 0.004 }}\n");
+        let hinted = PipelineSpec::from_toml(&hinted_text).unwrap();
+        assert_eq!(hinted.features[0].binning.min_bin_share, Some(0.004));
+        // The hint is part of the pipeline (a model trained with it records another hash) ...
+        assert_ne!(hinted.hash(), plain.hash());
+        // ... and the same definition: the feature computes the same way.
+        assert_eq!(hinted.features[0].def, plain.features[0].def);
+
+        // A file without hints hashes as before hints existed: the canonical JSON has no
+        // `binning` key (the shipped models record their pipeline's hash).
+        let file: PipelineFile = toml::from_str(BASE).unwrap();
+        assert!(!serde_json::to_string(&file).unwrap().contains("binning"));
+
+        for bad in ["0.0", "-0.1", "0.6", "nan"] {
+            let text = format!("{BASE}binning = {{ min_bin_share = {bad} }}\n");
+            let e = PipelineSpec::from_toml(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("shared_device_links") && e.contains("min_bin_share"),
+                "{bad}: {e}"
+            );
+        }
+        let text = format!("{BASE}binning = {{ max_share = 0.1 }}\n");
+        assert!(
+            PipelineSpec::from_toml(&text).is_err(),
+            "unknown hint refused"
+        );
+    }
 }

@@ -145,7 +145,8 @@ fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
     let test = ds.filter_rows(|i| !is_train(i));
     drop(ds);
     let feature_secs = started.elapsed().as_secs_f64();
-    let cfg = train_config(&args, Some(pipeline.hash().to_string()));
+    let cfg =
+        train_config(&args, Some(pipeline.hash().to_string())).with_pipeline_hints(&pipeline.spec);
     let model = train_dataset(
         &train,
         if test.n_rows() > 0 { Some(&test) } else { None },

@@ -14,6 +14,7 @@
 //! measure AUC on the others; the best validation AUC wins (ties → the earlier, i.e. larger,
 //! alpha), and the final model is refitted on all training rows. Binning uses all training rows.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use linfa::prelude::*;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{ColumnValues, Dataset};
 use crate::eval::metrics::{self, auc, summarize};
+use crate::features::PipelineSpec;
 
 use super::binning::{BinningConfig, FeatureBinning};
 use super::challenger::{ChallengerConfig, Forest};
@@ -36,6 +38,9 @@ use super::ModelError;
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     pub binning: BinningConfig,
+    /// Per-feature binning by feature name (the pipeline's `binning` hints, see
+    /// [`TrainConfig::with_pipeline_hints`]); every other feature uses `binning`.
+    pub feature_binning: BTreeMap<String, BinningConfig>,
     pub iv_min: f64,
     pub max_corr: f64,
     /// L2 grid, tried in order (put larger values first: ties keep the earlier one).
@@ -66,6 +71,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             binning: BinningConfig::default(),
+            feature_binning: BTreeMap::new(),
             iv_min: 0.0,
             max_corr: 0.8,
             alphas: vec![1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1],
@@ -81,6 +87,28 @@ impl Default for TrainConfig {
             pipeline_hash: None,
             challenger: Some(ChallengerConfig::default()),
         }
+    }
+}
+
+impl TrainConfig {
+    /// Applies a pipeline's per-feature binning hints on top of `binning` (features without
+    /// hints keep `binning`).
+    pub fn with_pipeline_hints(mut self, spec: &PipelineSpec) -> TrainConfig {
+        for f in &spec.features {
+            if let Some(share) = f.binning.min_bin_share {
+                let b = BinningConfig {
+                    min_bin_share: share,
+                    ..self.binning.clone()
+                };
+                self.feature_binning.insert(f.meta.name.clone(), b);
+            }
+        }
+        self
+    }
+
+    /// The binning configuration of one feature.
+    pub fn binning_for(&self, feature: &str) -> &BinningConfig {
+        self.feature_binning.get(feature).unwrap_or(&self.binning)
     }
 }
 
@@ -572,7 +600,7 @@ pub fn train_dataset(
     let binnings: Vec<FeatureBinning> = train
         .columns
         .par_iter()
-        .map(|c| FeatureBinning::fit(&c.values, target, &cfg.binning))
+        .map(|c| FeatureBinning::fit(&c.values, target, cfg.binning_for(&c.meta.name)))
         .collect();
     lap(&mut timings, "binning");
     let mut status: Vec<String> = vec![String::new(); binnings.len()];
@@ -776,4 +804,107 @@ pub fn train_dataset(
         test_pd,
         timings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ColumnValues, Dimension, FeatureColumn, FeatureMeta};
+
+    /// 4,000 rows: a graded score and a rare flag (40 rows, 1%, 30 of them bad).
+    fn rare_flag_data() -> Dataset {
+        let n = 4000;
+        let mut y = Vec::with_capacity(n);
+        let mut score = Vec::with_capacity(n);
+        let mut flag = Vec::with_capacity(n);
+        for i in 0..n {
+            let flagged = i % 100 == 7;
+            // bad rate 4% .. 16% along the score, 75% among the flagged
+            let bad = if flagged {
+                i % 400 != 7
+            } else {
+                (i * 7919) % 1000 < 40 + 120 * i / n
+            };
+            y.push(u8::from(bad));
+            score.push(Some(i as f64));
+            flag.push(Some(if flagged { 1.0 } else { 0.0 }));
+        }
+        let col = |name: &str, values: Vec<Option<f64>>| FeatureColumn {
+            meta: FeatureMeta {
+                name: name.into(),
+                dimension: Dimension::Relationship,
+                description: name.into(),
+            },
+            values: ColumnValues::Numeric(values),
+        };
+        Dataset {
+            ids: (0..n).map(|i| i.to_string()).collect(),
+            columns: vec![col("score", score), col("ring_flag", flag)],
+            target: Some(y),
+        }
+    }
+
+    #[test]
+    fn pipeline_binning_hint_lets_a_rare_flag_have_its_own_bin() {
+        let ds = rare_flag_data();
+        let base = TrainConfig {
+            challenger: None,
+            ..Default::default()
+        };
+        // Default 5% floor: the 1% flag cannot have a bin of its own (one bin, IV 0).
+        let plain = train_dataset(&ds, None, &base).unwrap().scorecard;
+        assert!(plain.features.iter().all(|f| f.meta.name != "ring_flag"));
+
+        let spec = PipelineSpec::from_toml(
+            r#"
+[pipeline]
+name = "t"
+version = "1"
+[tables.relations]
+edges = { from = "src", to = "dst" }
+[[feature]]
+name = "ring_flag"
+dimension = "relationship"
+description = "flag"
+type = "int"
+kind = "aggregate"
+table = "relations"
+agg = "count"
+binning = { min_bin_share = 0.005 }
+"#,
+        )
+        .unwrap();
+        let cfg = base.clone().with_pipeline_hints(&spec);
+        assert_eq!(cfg.binning_for("ring_flag").min_bin_share, 0.005);
+        assert_eq!(
+            cfg.binning_for("score"),
+            &cfg.binning,
+            "others keep the defaults"
+        );
+        let hinted = train_dataset(&ds, None, &cfg).unwrap().scorecard;
+        let f = hinted
+            .features
+            .iter()
+            .find(|f| f.meta.name == "ring_flag")
+            .expect("the flag is selected");
+        let regular: Vec<_> = f
+            .binning
+            .bins
+            .iter()
+            .filter(|b| b.kind == crate::model::binning::BinKind::Regular)
+            .collect();
+        assert_eq!(regular.len(), 2);
+        assert_eq!(regular[1].count, 40);
+        assert!(f.points[1] < f.points[0], "flagged rows lose points");
+        // The other feature is binned exactly as without the hint.
+        let score = |sc: &Scorecard| {
+            sc.features
+                .iter()
+                .find(|f| f.meta.name == "score")
+                .unwrap()
+                .binning
+                .clone()
+        };
+        assert_eq!(score(&hinted), score(&plain));
+    }
 }
