@@ -138,6 +138,13 @@ fn percentile(sorted: &[u32], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)] as u64
 }
 
+/// The `authorization` header value for an API key.
+fn bearer(key: &str) -> anyhow::Result<MetadataValue<tonic::metadata::Ascii>> {
+    format!("Bearer {key}")
+        .parse()
+        .context("--key: not a valid header value")
+}
+
 /// Runs one RPC against `channels` for `duration`.
 pub async fn measure(
     channels: &[Channel],
@@ -147,9 +154,7 @@ pub async fn measure(
     key: &str,
     template: ScoreRequest,
 ) -> anyhow::Result<BenchReport> {
-    let auth: MetadataValue<_> = format!("Bearer {key}")
-        .parse()
-        .context("--key: not a valid header value")?;
+    let auth = bearer(key)?;
     let deadline = Instant::now() + duration;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -223,9 +228,7 @@ pub async fn measure_open(
     key: &str,
     template: ScoreRequest,
 ) -> anyhow::Result<BenchReport> {
-    let auth: MetadataValue<_> = format!("Bearer {key}")
-        .parse()
-        .context("--key: not a valid header value")?;
+    let auth = bearer(key)?;
     anyhow::ensure!(!channels.is_empty(), "no connection");
     let clients: Vec<_> = channels
         .iter()
