@@ -122,13 +122,20 @@ pub struct AuditConfig {
     pub enabled: bool,
     /// The SQLite file (WAL mode); its directory is created when missing.
     pub path: PathBuf,
+    /// Shortest time between two journal commits, µs. Longer groups more calls per durable
+    /// write (less CPU at saturation) but makes each call wait longer (docs/security.md).
+    pub commit_interval_us: u64,
 }
+
+/// Longest commit interval accepted, µs: beyond it every call waits for a visible pause.
+pub const MAX_AUDIT_COMMIT_INTERVAL_US: u64 = 10_000;
 
 impl Default for AuditConfig {
     fn default() -> AuditConfig {
         AuditConfig {
             enabled: true,
             path: PathBuf::from("var/audit.db"),
+            commit_interval_us: crate::audit::DEFAULT_COMMIT_INTERVAL.as_micros() as u64,
         }
     }
 }
@@ -262,6 +269,7 @@ struct FileLimits {
 struct FileAudit {
     enabled: Option<bool>,
     path: Option<PathBuf>,
+    commit_interval_us: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -464,6 +472,9 @@ impl Config {
             if let Some(v) = a.path {
                 self.audit.path = v;
             }
+            if let Some(v) = a.commit_interval_us {
+                self.audit.commit_interval_us = v;
+            }
         }
         if let Some(t) = f.tls {
             if t.cert.is_some() {
@@ -544,6 +555,9 @@ impl Config {
         }
         if let Some(v) = get("SESAME_AUDIT_PATH") {
             self.audit.path = PathBuf::from(v);
+        }
+        if let Some(v) = get("SESAME_AUDIT_COMMIT_INTERVAL_US") {
+            self.audit.commit_interval_us = parse_num("SESAME_AUDIT_COMMIT_INTERVAL_US", &v)?;
         }
         if let Some(v) = get("SESAME_TLS_CERT") {
             self.tls.cert = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
@@ -697,6 +711,12 @@ impl Config {
             return Err(invalid(
                 "audit.enabled",
                 "the audit log may be off only in demo mode (benchmarks); production mode needs it",
+            ));
+        }
+        if self.audit.commit_interval_us > MAX_AUDIT_COMMIT_INTERVAL_US {
+            return Err(invalid(
+                "audit.commit_interval_us",
+                &format!("must be at most {MAX_AUDIT_COMMIT_INTERVAL_US} (10 ms)"),
             ));
         }
         if self.audit.enabled && self.audit.path.as_os_str().is_empty() {
@@ -963,5 +983,27 @@ mod tests {
         let e = Config::load_from(None, env(&[("SESAME_PARTNERS", &format!("a:{h}:c:x"))]))
             .unwrap_err();
         assert!(e.to_string().starts_with("SESAME_PARTNERS:"), "{e}");
+    }
+
+    #[test]
+    fn audit_commit_interval_is_layered_and_bounded() {
+        assert_eq!(Config::default().audit.commit_interval_us, 500);
+        let mut c = Config::default();
+        c.apply_toml("[audit]\ncommit_interval_us = 2000\n")
+            .expect("toml");
+        assert_eq!(c.audit.commit_interval_us, 2000);
+        c.validate().expect("2 ms is allowed");
+        let c = Config::load_from(None, env(&[("SESAME_AUDIT_COMMIT_INTERVAL_US", "0")]))
+            .expect("0: commit as soon as a record waits");
+        assert_eq!(c.audit.commit_interval_us, 0);
+        let e = Config::load_from(None, env(&[("SESAME_AUDIT_COMMIT_INTERVAL_US", "20000")]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("audit.commit_interval_us"), "{e}");
+        let e =
+            Config::load_from(None, env(&[("SESAME_AUDIT_COMMIT_INTERVAL_US", "-1")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("SESAME_AUDIT_COMMIT_INTERVAL_US"),
+            "{e}"
+        );
     }
 }

@@ -58,7 +58,8 @@ pub async fn run_with_metrics(
         .await;
     let audit = if config.audit.enabled {
         let path = config.audit.path.clone();
-        tokio::task::spawn_blocking(move || AuditLog::open(&path))
+        let interval = std::time::Duration::from_micros(config.audit.commit_interval_us);
+        tokio::task::spawn_blocking(move || AuditLog::open_with_interval(&path, interval))
             .await
             .context("audit log")??
     } else {

@@ -39,8 +39,10 @@ const QUEUE: usize = 8192;
 /// Shortest time between the starts of two journal commits. A durable write costs ~65 µs of CPU
 /// here (more under load) whatever it carries, so under load a commit that waits to carry more
 /// records is cheaper per call; a call arriving after a quiet spell is committed at once.
-/// Measured at 0, 500 and 1000 µs (docs/security.md): 500 gave the best saturated throughput.
-const MIN_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(500);
+/// Measured at 0, 500 and 1000 µs (docs/security.md): 500 gave the best saturated throughput;
+/// later, 2 ms did better only at saturation and worse below it, so it is a setting
+/// (`audit.commit_interval_us`), this the default.
+pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(500);
 /// How long the index thread lets durable records gather before one SQLite commit.
 const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 /// `prev_hash` of the first record.
@@ -708,6 +710,14 @@ impl AuditLog {
     /// Opens the store (catching the index up with the journal) and starts the journal writer
     /// and the index writer threads.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with_interval(path, DEFAULT_COMMIT_INTERVAL)
+    }
+
+    /// [`AuditLog::open`] with commits at most every `commit_interval` (`audit.commit_interval_us`).
+    pub fn open_with_interval(
+        path: &Path,
+        commit_interval: std::time::Duration,
+    ) -> Result<AuditLog, AuditError> {
         let mut store = Store::open(path)?;
         let journal = store
             .take_journal()
@@ -724,7 +734,7 @@ impl AuditLog {
             .map_err(thread_err)?;
         std::thread::Builder::new()
             .name("sesame-audit".into())
-            .spawn(move || writer(journal, rx, index_tx))
+            .spawn(move || writer(journal, rx, index_tx, commit_interval))
             .map_err(thread_err)?;
         Ok(AuditLog { tx: Some(tx) })
     }
@@ -754,15 +764,15 @@ impl AuditLog {
 type Durable = (Vec<StoredRecord>, u64);
 
 /// Group commit: everything waiting goes into one durable journal write; each ack after it.
-/// Commits start at most every [`MIN_COMMIT_INTERVAL`]; calls arriving meanwhile join the next.
+/// Commits start at most every `min_interval`; calls arriving meanwhile join the next.
 fn writer(
     mut journal: Journal,
     mut rx: mpsc::Receiver<(AuditRecord, Ack)>,
     index: std::sync::mpsc::Sender<Durable>,
+    min_interval: std::time::Duration,
 ) {
     let mut records = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
-    let min_interval = MIN_COMMIT_INTERVAL;
     let mut last_commit = std::time::Instant::now() - min_interval;
     while let Some((r, a)) = rx.blocking_recv() {
         records.push(r);
