@@ -1123,6 +1123,8 @@ async fn bench_open_loop_starts_every_scheduled_call() {
         partner: sesame::config::DEMO_PARTNER_ID.into(),
         consent_secret: DEMO_CONSENT_SECRET.into(),
         rate: Some(Rate::ShareOfMax(0.25)),
+        // The server runs in this process: its CPU per call is read from our own /proc entry.
+        server_pid: Some(std::process::id()),
     };
     let reports = bench::run(&args).await.expect("bench");
     assert_eq!(reports.len(), 2, "{reports:?}");
@@ -1134,6 +1136,11 @@ async fn bench_open_loop_starts_every_scheduled_call() {
     assert!(open.errors.is_empty(), "{open}");
     assert_eq!(open.ok, (rate * 0.5).round() as u64, "{open}");
     assert!(open.p50_us > 0 && open.p99_us >= open.p50_us, "{open}");
+    for r in &reports {
+        let cpu = |v: Option<f64>| v.is_some_and(|us| us.is_finite() && us > 0.0);
+        assert!(cpu(r.client_cpu_us) && cpu(r.server_cpu_us), "{r}");
+        assert!(r.to_string().contains("CPU per call: client"), "{r}");
+    }
     // Ping at a fixed rate needs no user.
     let args = BenchArgs {
         rpc: Rpc::Ping,
@@ -1144,4 +1151,11 @@ async fn bench_open_loop_starts_every_scheduled_call() {
     let reports = bench::run(&args).await.expect("bench ping");
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert_eq!(reports[0].ok, 150, "{}", reports[0]);
+    // A server pid that does not exist is refused, naming the flag.
+    let args = BenchArgs {
+        server_pid: Some(u32::MAX),
+        ..args
+    };
+    let err = bench::run(&args).await.expect_err("no such process");
+    assert!(err.to_string().contains("--server-pid"), "{err}");
 }

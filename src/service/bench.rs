@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// share of the throughput the closed loop just measured for the same RPC (e.g. `50%`).
     #[arg(long)]
     pub rate: Option<Rate>,
+    /// Process id of the server when it runs on this machine: its CPU time per call is reported
+    /// too (read from /proc). CPU per call moves far less than throughput when the host is noisy.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// `--rate`: a fixed rate or a share of the measured maximum.
@@ -98,6 +102,10 @@ pub struct BenchReport {
     /// Latency of successful calls, µs.
     pub p50_us: u64,
     pub p99_us: u64,
+    /// CPU time (user + system) this client process spent per successful call, µs.
+    pub client_cpu_us: Option<f64>,
+    /// The same for the server process (`--server-pid`).
+    pub server_cpu_us: Option<f64>,
 }
 
 impl BenchReport {
@@ -123,11 +131,68 @@ impl std::fmt::Display for BenchReport {
             self.p99_us as f64 / 1000.0
         )?;
         if self.errors.is_empty() {
-            write!(f, ", 0 errors")
+            write!(f, ", 0 errors")?;
         } else {
-            write!(f, ", errors {:?}", self.errors)
+            write!(f, ", errors {:?}", self.errors)?;
         }
+        if let Some(c) = self.client_cpu_us {
+            write!(f, "; CPU per call: client {c:.1} µs")?;
+            if let Some(s) = self.server_cpu_us {
+                write!(f, ", server {s:.1} µs")?;
+            }
+        }
+        Ok(())
     }
+}
+
+/// CPU time (user + system) of this process, or of `pid` from `/proc/<pid>/stat`.
+mod cpu {
+    use std::time::Duration;
+
+    pub fn own() -> Option<Duration> {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+            return None;
+        }
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Some(tv(u.ru_utime) + tv(u.ru_stime))
+    }
+
+    pub fn of_pid(pid: u32) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| {
+            anyhow::anyhow!("--server-pid {pid}: cannot read /proc/{pid}/stat: {e}")
+        })?;
+        // utime and stime are fields 14 and 15; the command name (field 2) may hold spaces,
+        // so count from its closing parenthesis.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+            anyhow::bail!("--server-pid {pid}: unexpected /proc/{pid}/stat format");
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok(Duration::from_secs_f64((utime + stime) as f64 / hz))
+    }
+}
+
+/// Runs `f` and adds the CPU time per successful call of this process and of the server.
+async fn with_cpu(
+    server_pid: Option<u32>,
+    f: impl std::future::Future<Output = anyhow::Result<BenchReport>>,
+) -> anyhow::Result<BenchReport> {
+    let own0 = cpu::own();
+    let server0 = server_pid.map(cpu::of_pid).transpose()?;
+    let mut r = f.await?;
+    let own1 = cpu::own();
+    let server1 = server_pid.map(cpu::of_pid).transpose()?;
+    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / r.ok.max(1) as f64;
+    r.client_cpu_us = own0.zip(own1).map(|(a, b)| per_call(b.saturating_sub(a)));
+    r.server_cpu_us = server0
+        .zip(server1)
+        .map(|(a, b)| per_call(b.saturating_sub(a)));
+    Ok(r)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u64 {
@@ -297,6 +362,8 @@ fn report(
         elapsed,
         p50_us: percentile(&all, 0.50),
         p99_us: percentile(&all, 0.99),
+        client_cpu_us: None,
+        server_cpu_us: None,
     }
 }
 
@@ -352,13 +419,16 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchReport>> {
             continue;
         }
         let closed = |d| {
-            measure(
-                &channels,
-                args.inflight,
-                d,
-                rpc,
-                &args.key,
-                template.clone(),
+            with_cpu(
+                args.server_pid,
+                measure(
+                    &channels,
+                    args.inflight,
+                    d,
+                    rpc,
+                    &args.key,
+                    template.clone(),
+                ),
             )
         };
         // Warm up connections and the server's code paths before measuring.
@@ -376,8 +446,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchReport>> {
                 r
             }
         };
-        reports
-            .push(measure_open(&channels, rate, duration, rpc, &args.key, template.clone()).await?);
+        let open = measure_open(&channels, rate, duration, rpc, &args.key, template.clone());
+        reports.push(with_cpu(args.server_pid, open).await?);
     }
     Ok(reports)
 }
@@ -410,6 +480,14 @@ pub fn bench_cli(args: BenchArgs) -> anyhow::Result<()> {
             ratio(s.p50_us as f64, p.p50_us as f64),
             ratio(s.p99_us as f64, p.p99_us as f64)
         );
+        // Throughput on a shared machine follows the CPU both processes spend per call.
+        let total = |r: &BenchReport| Some(r.client_cpu_us? + r.server_cpu_us?);
+        if let (Some(pc), Some(sc)) = (total(p), total(s)) {
+            println!(
+                "score/ping: CPU per call (client + server) {sc:.1} / {pc:.1} µs = {:.2}x",
+                ratio(sc, pc)
+            );
+        }
     }
     Ok(())
 }
