@@ -150,7 +150,7 @@ mod cpu {
     use std::time::Duration;
 
     pub fn own() -> Option<Duration> {
-        // SAFETY: getrusage only writes the struct it is given.
+        // SAFETY: rusage is plain C data (all-zero is valid); getrusage only writes into it.
         let mut u: libc::rusage = unsafe { std::mem::zeroed() };
         if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
             return None;
