@@ -59,7 +59,7 @@ pub async fn run_with_metrics(
     let audit = if config.audit.enabled {
         let path = config.audit.path.clone();
         let interval = std::time::Duration::from_micros(config.audit.commit_interval_us);
-        tokio::task::spawn_blocking(move || AuditLog::open_with_interval(&path, interval))
+        tokio::task::spawn_blocking(move || AuditLog::open(&path, interval))
             .await
             .context("audit log")??
     } else {

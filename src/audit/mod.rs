@@ -708,16 +708,9 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Opens the store (catching the index up with the journal) and starts the journal writer
-    /// and the index writer threads.
-    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        AuditLog::open_with_interval(path, DEFAULT_COMMIT_INTERVAL)
-    }
-
-    /// [`AuditLog::open`] with commits at most every `commit_interval` (`audit.commit_interval_us`).
-    pub fn open_with_interval(
-        path: &Path,
-        commit_interval: std::time::Duration,
-    ) -> Result<AuditLog, AuditError> {
+    /// and the index writer threads; commits start at most every `commit_interval`
+    /// (`audit.commit_interval_us`, default [`DEFAULT_COMMIT_INTERVAL`]).
+    pub fn open(path: &Path, commit_interval: std::time::Duration) -> Result<AuditLog, AuditError> {
         let mut store = Store::open(path)?;
         let journal = store
             .take_journal()
@@ -1100,7 +1093,7 @@ mod tests {
     async fn group_commit_acks_every_record() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.db");
-        let log = AuditLog::open(&path).expect("open");
+        let log = AuditLog::open(&path, DEFAULT_COMMIT_INTERVAL).expect("open");
         let mut tasks = Vec::new();
         for i in 0..200 {
             let log = log.clone();

@@ -104,18 +104,19 @@ impl Pipeline {
         sorted.sort_unstable();
 
         // Step 1: own-rows features, one key range at a time.
-        let ranges: Vec<(String, String)> = sorted
+        // Each chunk's first and last key, and its number of users.
+        let ranges: Vec<(String, String, usize)> = sorted
             .chunks(chunk_users)
-            .map(|c| (c[0].to_string(), c[c.len() - 1].to_string()))
+            .map(|c| (c[0].to_string(), c[c.len() - 1].to_string(), c.len()))
             .collect();
         drop(sorted);
-        let in_range = |c: &str, (lo, hi): &(String, String)| {
+        let in_range = |c: &str, (lo, hi, _): &(String, String, usize)| {
             col(c)
                 .gt_eq(lit(lo.clone()))
                 .and(col(c).lt_eq(lit(hi.clone())))
         };
         // Every table narrowed to the rows of one key range (edges: either end in it).
-        let narrowed = |range: &(String, String)| -> Tables {
+        let narrowed = |range: &(String, String, usize)| -> Tables {
             let mut narrowed = tables.clone();
             narrowed.insert_lazy(&spec.base_table, base.clone().filter(in_range(key, range)));
             for t in &spec.tables {
@@ -135,11 +136,7 @@ impl Pipeline {
         let n_chunks = ranges.len();
         let mut parts = Vec::with_capacity(n_chunks);
         for (i, range) in ranges.iter().enumerate() {
-            let chunk_len = if i + 1 < n_chunks {
-                chunk_users
-            } else {
-                n - i * chunk_users
-            };
+            let chunk_len = range.2;
             let narrowed = narrowed(range);
             let part = stage1.compute(&narrowed, as_of)?;
             if part.height() != chunk_len {
