@@ -854,7 +854,7 @@ fn aggregate_expr(f: &Feature, t: &Table, schema: &Schema) -> Result<Expr, Featu
         Ok(col(c))
     };
     let e = match agg {
-        Agg::Count => mask.cast(DataType::Int64).sum(),
+        Agg::Count => mask.sum(),
         Agg::Sum => value()?.cast(DataType::Float64).filter(mask).sum(),
         Agg::Mean => value()?.cast(DataType::Float64).filter(mask).mean(),
         Agg::Max => value()?.cast(DataType::Float64).filter(mask).max(),
