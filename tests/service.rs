@@ -1125,6 +1125,7 @@ async fn bench_open_loop_starts_every_scheduled_call() {
         rate: Some(Rate::ShareOfMax(0.25)),
         // The server runs in this process: its CPU per call is read from our own /proc entry.
         server_pid: Some(std::process::id()),
+        threads: 1,
     };
     let reports = bench::run(&args).await.expect("bench");
     assert_eq!(reports.len(), 2, "{reports:?}");

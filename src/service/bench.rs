@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// too (read from /proc). CPU per call moves far less than throughput when the host is noisy.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Client threads, like h2load's `-t`. One keeps the client's own CPU per call lowest, and
+    /// on a machine it shares with the server more threads mostly take cores from the server;
+    /// raise it when the server is elsewhere and one thread cannot keep it busy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
 }
 
 /// `--rate`: a fixed rate or a share of the measured maximum.
@@ -454,10 +459,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchReport>> {
 
 /// Entry point of `sesame bench`.
 pub fn bench_cli(args: BenchArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let mut builder = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads.into());
+        b
+    };
+    let rt = builder.enable_all().build().context("tokio runtime")?;
     let reports = rt.block_on(run(&args))?;
     let open = match args.rate {
         None => String::new(),
@@ -465,8 +474,13 @@ pub fn bench_cli(args: BenchArgs) -> anyhow::Result<()> {
         Some(Rate::ShareOfMax(s)) => format!(", then open loop at {}% of that", s * 100.0),
     };
     println!(
-        "sesame bench: {} connections x {} in flight, {} s per rpc{open}, {}",
-        args.connections, args.inflight, args.seconds, args.addr
+        "sesame bench: {} connections x {} in flight, {} s per rpc{open}, {} client thread{}, {}",
+        args.connections,
+        args.inflight,
+        args.seconds,
+        args.threads,
+        if args.threads == 1 { "" } else { "s" },
+        args.addr
     );
     for r in &reports {
         println!("{r}");
@@ -494,7 +508,30 @@ pub fn bench_cli(args: BenchArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Rate;
+    use super::{BenchArgs, Rate};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn one_client_thread_unless_told_and_never_zero() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["bench"], args].concat());
+        let cli = parse(&[]).expect("defaults parse");
+        assert_eq!(cli.bench.threads, 1);
+        assert_eq!(
+            parse(&["--threads", "4"]).expect("4 threads").bench.threads,
+            4
+        );
+        for bad in ["0", "-1", "many", "257"] {
+            let arg = format!("--threads={bad}");
+            let e = parse(&[&arg]).err().expect("refused");
+            assert!(e.to_string().contains("--threads"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn rate_is_calls_per_second_or_a_share_of_the_maximum() {
