@@ -74,7 +74,19 @@ impl std::fmt::Display for FeatureValue {
             FeatureValue::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => {
                 write!(f, "{}", *v as i64)
             }
-            FeatureValue::Num(v) => write!(f, "{v:.4}"),
+            FeatureValue::Num(v) => {
+                // Reason texts print values on every Score call, and `{:.4}` falls back to the
+                // slow Dragon4 path for short values such as 0.25. A value that is exactly
+                // m / 10⁴ prints the same digits from integers.
+                let m = (v * 1e4).round();
+                if m.abs() < 1e15 && m / 1e4 == *v {
+                    let a = (m as i64).unsigned_abs();
+                    let sign = if m < 0.0 { "-" } else { "" };
+                    write!(f, "{sign}{}.{:04}", a / 10_000, a % 10_000)
+                } else {
+                    write!(f, "{v:.4}")
+                }
+            }
             FeatureValue::Cat(s) => write!(f, "{s}"),
         }
     }
@@ -240,5 +252,22 @@ mod tests {
         assert_eq!(Band::of(649), Band::Good);
         assert_eq!(Band::of(650), Band::VeryGood);
         assert_eq!(Band::of(700), Band::Excellent);
+    }
+
+    #[test]
+    fn numbers_print_as_four_decimals_exactly_like_the_formatter() {
+        // The integer fast path must print what `{:.4}` prints, ties and negatives included.
+        let mut values = vec![
+            0.25, -0.25, 0.5, 1.5, 0.00005, -0.00005, 0.33335, 2.675, 1e-9, -1e-9,
+        ];
+        values.extend((-20_000..20_000).map(|k| k as f64 / 1e4 + 0.5e-4 * (k % 3) as f64));
+        values.extend((1..2_000).map(|k| (k as f64).sqrt() * 1e-3));
+        values.extend([123_456.789_01, -98_765.4321, 1e14 + 0.5, 3e14 / 7.0]);
+        for v in values {
+            if v.fract() == 0.0 {
+                continue; // whole numbers print without decimals
+            }
+            assert_eq!(FeatureValue::Num(v).to_string(), format!("{v:.4}"), "{v:e}");
+        }
     }
 }

@@ -253,6 +253,15 @@ impl Scorecard {
 
     /// Score one applicant (values in the order of [`Scorecard::features`]). Never panics.
     pub fn score_row(&self, values: &[FeatureValue]) -> ScoreResult {
+        self.score_with(|j| values.get(j))
+    }
+
+    /// [`Scorecard::score_row`] reading feature `j` through `value_of` (`None` = missing), so a
+    /// caller holding a wider row (the pipeline's) scores it in place instead of copying it.
+    pub fn score_with<'a>(
+        &self,
+        value_of: impl Fn(usize) -> Option<&'a FeatureValue>,
+    ) -> ScoreResult {
         static MISSING: FeatureValue = FeatureValue::Missing;
         let mut z = self.intercept;
         let mut raw = 0.0;
@@ -263,7 +272,7 @@ impl Scorecard {
         // top reasons: (points lost, feature index, bin)
         let mut top: [(f64, usize, usize); N_REASONS] = [(0.0, usize::MAX, 0); N_REASONS];
         for (j, f) in self.features.iter().enumerate() {
-            let v = values.get(j).unwrap_or(&MISSING);
+            let v = value_of(j).unwrap_or(&MISSING);
             let b = f.binning.bin_index(v).min(f.points.len().saturating_sub(1));
             let (woe, p) = match (f.binning.bins.get(b), f.points.get(b)) {
                 (Some(bin), Some(&p)) => (bin.woe, p),
@@ -311,7 +320,7 @@ impl Scorecard {
             .filter(|t| t.1 != usize::MAX)
             .map(|&(lost, j, b)| {
                 let f = &self.features[j];
-                let v = values.get(j).unwrap_or(&MISSING);
+                let v = value_of(j).unwrap_or(&MISSING);
                 let desc = if f.meta.description.is_empty() {
                     f.meta.name.as_str()
                 } else {

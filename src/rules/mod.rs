@@ -118,6 +118,9 @@ pub struct Policy {
     pub default_reason: String,
     pub default_params: BTreeMap<String, String>,
     pub rules: Vec<Rule>,
+    /// Every variable any of its rules reads: built once per request into one scope that all
+    /// the rules share (a scope per rule cost a map and a copy of each name per rule).
+    variables: Vec<String>,
     shadow_decisions: [AtomicU64; 3],
 }
 
@@ -430,11 +433,11 @@ impl Policy {
         let mut hits = Vec::new();
         let mut outcome: Option<Decision> = None;
         let mut params = self.default_params.clone();
+        let mut ctx = root.new_inner_scope();
+        for v in &self.variables {
+            ctx.add_variable_from_value(v.clone(), set.value_of(v, input));
+        }
         for rule in &self.rules {
-            let mut ctx = root.new_inner_scope();
-            for v in &rule.variables {
-                ctx.add_variable_from_value(v.clone(), set.value_of(v, input));
-            }
             let hit = match rule.program.execute(&ctx) {
                 Ok(Value::Bool(b)) => b,
                 Ok(_) | Err(_) => {
@@ -559,6 +562,9 @@ fn parse_policy(
             errors: AtomicU64::new(0),
         });
     }
+    let mut variables: Vec<String> = rules.iter().flat_map(|r| r.variables.clone()).collect();
+    variables.sort();
+    variables.dedup();
     Ok(Policy {
         name: h.name,
         scenario: h.scenario,
@@ -568,6 +574,7 @@ fn parse_policy(
         default_reason: h.default.reason,
         default_params: h.default.params,
         rules,
+        variables,
         shadow_decisions: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
     })
 }

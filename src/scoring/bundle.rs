@@ -74,16 +74,7 @@ impl ModelBundle {
 
     /// Scores one user from the pipeline's feature row (pipeline order).
     pub fn score(&self, pipeline_row: &[FeatureValue]) -> ScoreResult {
-        let values: Vec<FeatureValue> = self
-            .index
-            .iter()
-            .map(|&i| {
-                pipeline_row
-                    .get(i)
-                    .cloned()
-                    .unwrap_or(FeatureValue::Missing)
-            })
-            .collect();
-        self.scorecard.score_row(&values)
+        self.scorecard
+            .score_with(|j| self.index.get(j).and_then(|&i| pipeline_row.get(i)))
     }
 }
