@@ -246,6 +246,67 @@ fn adversarial_features(sc: &Scorecard) -> DataFrame {
     df
 }
 
+/// The adversarial feature table, its batch scores, and the exported query in one dialect.
+struct SqlCase {
+    dir: tempfile::TempDir,
+    scorecard: Scorecard,
+    features: PathBuf,
+    scores: PathBuf,
+    rows: usize,
+}
+
+impl SqlCase {
+    fn new() -> SqlCase {
+        let dir = tempfile::tempdir().unwrap();
+        let scorecard = Scorecard::load(&model_dir()).unwrap();
+        let features = dir.path().join("features.parquet");
+        let mut df = adversarial_features(&scorecard);
+        sesame::io::write_parquet_atomic(&mut df, &features).unwrap();
+        let scores = dir.path().join("scores.parquet");
+        let summary = run_batch(&BatchArgs::new(&model_dir(), &features, &scores)).unwrap();
+        assert!(summary.rows >= 10_000);
+        SqlCase {
+            dir,
+            scorecard,
+            features,
+            scores,
+            rows: summary.rows,
+        }
+    }
+
+    fn query_file(&self, dialect: Dialect) -> PathBuf {
+        let path = self.dir.path().join(format!("{dialect:?}.sql"));
+        std::fs::write(
+            &path,
+            export_model_sql(&model_dir(), dialect, "features").unwrap(),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Checks one engine's line `<name> <rows> <bad score> <bad band> <bad pd> <missing>`.
+    fn assert_same_scores(&self, line: &str) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 6, "{line}");
+        let n: usize = f[1].parse().unwrap();
+        assert_eq!(n, self.rows, "{line}");
+        assert_eq!(
+            &f[2..],
+            ["0", "0", "0", "0"],
+            "mismatches (score band pd missing): {line}"
+        );
+    }
+}
+
+/// Rows, and rows whose score, band or pd differ or that the query lost, joining the query's
+/// output `sql_scores` to the batch's `batch`. The same SQL in DuckDB and PostgreSQL.
+const COMPARE_SQL: &str = "SELECT count(*),
+       count(*) FILTER (WHERE s.score IS DISTINCT FROM b.score),
+       count(*) FILTER (WHERE s.band IS DISTINCT FROM b.band),
+       count(*) FILTER (WHERE abs(s.pd - b.pd) > 1e-12 * greatest(abs(b.pd), 1e-300) OR s.pd IS NULL),
+       count(*) FILTER (WHERE s.user_id IS NULL)
+FROM batch b LEFT JOIN sql_scores s ON s.user_id = b.user_id";
+
 #[test]
 fn exported_sql_in_duckdb_matches_the_batch() {
     let probe = Command::new("python3")
@@ -256,51 +317,25 @@ fn exported_sql_in_duckdb_matches_the_batch() {
         println!("skipping: duckdb not installed");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let sc = Scorecard::load(&model_dir()).unwrap();
-    let features = dir.path().join("features.parquet");
-    let mut df = adversarial_features(&sc);
-    sesame::io::write_parquet_atomic(&mut df, &features).unwrap();
-    let out = dir.path().join("scores.parquet");
-    let summary = run_batch(&BatchArgs::new(&model_dir(), &features, &out)).unwrap();
-    assert!(summary.rows >= 10_000);
-    let ansi = dir.path().join("ansi.sql");
-    let duck = dir.path().join("duckdb.sql");
-    let pg = dir.path().join("postgres.sql");
-    for (path, dialect) in [
-        (&ansi, Dialect::Ansi),
-        (&duck, Dialect::Duckdb),
-        (&pg, Dialect::Postgres),
-    ] {
-        std::fs::write(
-            path,
-            export_model_sql(&model_dir(), dialect, "features").unwrap(),
-        )
-        .unwrap();
-    }
+    let case = SqlCase::new();
+    let queries = [Dialect::Ansi, Dialect::Duckdb, Dialect::Postgres].map(|d| case.query_file(d));
     let script = r#"
 import sys, duckdb
-feats, scores = sys.argv[1], sys.argv[2]
+feats, scores, compare = sys.argv[1], sys.argv[2], sys.argv[3]
 con = duckdb.connect()
 con.execute(f"CREATE VIEW features AS SELECT * FROM read_parquet('{feats}')")
 con.execute(f"CREATE VIEW batch AS SELECT * FROM read_parquet('{scores}')")
-for path in sys.argv[3:]:
+for path in sys.argv[4:]:
     con.execute("CREATE OR REPLACE TABLE sql_scores AS " + open(path).read())
-    n, bad_score, bad_band, bad_pd, missing = con.execute('''
-        SELECT count(*),
-               count(*) FILTER (WHERE s.score IS DISTINCT FROM b.score),
-               count(*) FILTER (WHERE s.band IS DISTINCT FROM b.band),
-               count(*) FILTER (WHERE abs(s.pd - b.pd) > 1e-12 * greatest(abs(b.pd), 1e-300) OR s.pd IS NULL),
-               count(*) FILTER (WHERE s.user_id IS NULL)
-        FROM batch b LEFT JOIN sql_scores s ON s.user_id = b.user_id''').fetchone()
-    print(path.rsplit('/', 1)[-1], n, bad_score, bad_band, bad_pd, missing)
+    print(path.rsplit('/', 1)[-1], *con.execute(compare).fetchone())
 "#;
     let res = Command::new("python3")
         .arg("-c")
         .arg(script)
-        .arg(&features)
-        .arg(&out)
-        .args([&ansi, &duck, &pg])
+        .arg(&case.features)
+        .arg(&case.scores)
+        .arg(COMPARE_SQL)
+        .args(&queries)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&res.stdout);
@@ -312,16 +347,184 @@ for path in sys.argv[3:]:
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     for line in lines {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let n: usize = f[1].parse().unwrap();
-        assert_eq!(n, summary.rows, "{line}");
-        assert!(n >= 10_000);
-        assert_eq!(
-            &f[2..],
-            ["0", "0", "0", "0"],
-            "mismatches (score band pd missing): {line}"
-        );
+        case.assert_same_scores(line);
     }
+}
+
+/// A throwaway PostgreSQL server on a Unix socket inside `dir` (no TCP port), stopped on drop.
+/// As root it runs as the `postgres` account: the server refuses to run as root.
+struct TempPostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    run_as: Option<&'static str>,
+}
+
+impl TempPostgres {
+    /// `Err` says why it cannot run here (the caller skips).
+    fn start(dir: &Path) -> Result<TempPostgres, String> {
+        let bin = postgres_bin_dir().ok_or("PostgreSQL's initdb and pg_ctl not found")?;
+        let id = |args: &[&str]| -> Result<u32, String> {
+            let o = Command::new("id")
+                .args(args)
+                .output()
+                .map_err(|e| e.to_string())?;
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .map_err(|_| format!("`id {}` gave no number", args.join(" ")))
+        };
+        let data = dir.join("pg");
+        std::fs::create_dir(&data).map_err(|e| e.to_string())?;
+        let run_as = if id(&["-u"])? == 0 {
+            let (uid, gid) = (id(&["-u", "postgres"])?, id(&["-g", "postgres"])?);
+            std::os::unix::fs::chown(&data, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+            Some("postgres")
+        } else {
+            None
+        };
+        let pg = TempPostgres { bin, data, run_as };
+        let data = pg.data.display().to_string();
+        pg.tool("initdb", &["-D", &data, "-A", "trust", "-U", "sesame"])?;
+        let options = format!("-k {data} -c listen_addresses=''");
+        let log = format!("{data}/server.log");
+        pg.tool(
+            "pg_ctl",
+            &["-D", &data, "-o", &options, "-l", &log, "-w", "start"],
+        )?;
+        Ok(pg)
+    }
+
+    fn tool(&self, name: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(name);
+        let mut c = match self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let o = c
+            .args(args)
+            .current_dir(&self.data)
+            .output()
+            .map_err(|e| format!("{name}: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "{name} failed: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs one SQL command or one psql meta-command (as the client, so `\copy` reads this
+    /// process's files); returns the rows, fields separated by a space.
+    fn psql(&self, command: &str) -> String {
+        let psql = self.bin.join("psql");
+        let o = Command::new(if psql.is_file() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        })
+        .args(["-X", "-q", "-A", "-t", "-F", " ", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", &self.data.display().to_string(), "-U", "sesame"])
+        .args(["-d", "postgres", "-c", command])
+        .output()
+        .expect("psql runs");
+        assert!(
+            o.status.success(),
+            "psql failed on {}: {}",
+            &command[..command.len().min(200)],
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = self.tool("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
+    }
+}
+
+/// Debian keeps the server tools under /usr/lib/postgresql/<major>/bin, off the PATH.
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .collect();
+    dirs.sort();
+    dirs.reverse();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.into_iter()
+        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+}
+
+/// Writes `columns` of `df` as CSV with a header (floats in full, NaN and ±inf as text that
+/// PostgreSQL reads back).
+fn write_csv(df: &DataFrame, columns: &[&str], path: &Path) {
+    let mut part = df.select(columns.iter().copied()).unwrap();
+    let mut file = std::fs::File::create(path).unwrap();
+    CsvWriter::new(&mut file)
+        .include_header(true)
+        .finish(&mut part)
+        .unwrap();
+}
+
+#[test]
+fn exported_sql_in_postgres_matches_the_batch() {
+    let case = SqlCase::new();
+    let pg = match TempPostgres::start(case.dir.path()) {
+        Ok(pg) => pg,
+        Err(why) => {
+            println!("skipping: cannot start PostgreSQL here: {why}");
+            return;
+        }
+    };
+    let mut columns = vec!["user_id"];
+    let mut ddl = vec!["user_id text".to_string()];
+    for f in &case.scorecard.features {
+        columns.push(f.meta.name.as_str());
+        let ty = match f.binning.rule {
+            BinRule::Numeric { .. } => "double precision",
+            BinRule::Categorical { .. } => "text",
+        };
+        ddl.push(format!("\"{}\" {ty}", f.meta.name));
+    }
+    let features_csv = case.dir.path().join("features.csv");
+    let scores_csv = case.dir.path().join("scores.csv");
+    write_csv(&read(&case.features), &columns, &features_csv);
+    let batch_columns = ["user_id", "score", "band", "pd"];
+    write_csv(&read(&case.scores), &batch_columns, &scores_csv);
+    pg.psql(&format!("CREATE TABLE features ({})", ddl.join(", ")));
+    pg.psql("CREATE TABLE batch (user_id text, score integer, band text, pd double precision)");
+    for (table, csv) in [("features", &features_csv), ("batch", &scores_csv)] {
+        pg.psql(&format!(
+            "\\copy {table} FROM '{}' CSV HEADER",
+            csv.display()
+        ));
+    }
+    let nan_rows = pg.psql("SELECT count(*) FROM features WHERE features::text LIKE '%NaN%'");
+    assert!(
+        nan_rows.trim().parse::<usize>().unwrap() > 0,
+        "the adversarial NaN values reached PostgreSQL"
+    );
+    let query = std::fs::read_to_string(case.query_file(Dialect::Postgres)).unwrap();
+    pg.psql(&format!(
+        "CREATE TABLE sql_scores AS {}",
+        query.trim().trim_end_matches(';')
+    ));
+    let line = pg.psql(COMPARE_SQL);
+    case.assert_same_scores(&format!("postgres {}", line.trim()));
 }
 
 fn sesame() -> Command {
