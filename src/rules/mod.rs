@@ -100,7 +100,7 @@ pub struct Rule {
     pub description: String,
     pub source: String,
     program: Program,
-    /// The context variables the condition reads (only these are built per request).
+    /// The context variables the condition reads (their union over the policy is built per request).
     variables: Vec<String>,
     pub outcome: Decision,
     pub reason: String,
