@@ -115,6 +115,28 @@ pub struct TlsConfig {
     pub require_client_cert: bool,
 }
 
+/// Where the multi-lending counters live (docs/rules.md, "Velocity").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VelocityConfig {
+    /// Shared counters in Redis, so that several servers count one user's queries together;
+    /// `None` keeps them in this process (one server).
+    pub redis_url: Option<String>,
+    /// Keys are `{key_prefix}:{user_id}`.
+    pub key_prefix: String,
+    /// Longest wait for Redis per call; past it the call is UNAVAILABLE.
+    pub timeout: Duration,
+}
+
+impl Default for VelocityConfig {
+    fn default() -> VelocityConfig {
+        VelocityConfig {
+            redis_url: None,
+            key_prefix: "sesame:velocity".to_string(),
+            timeout: Duration::from_millis(250),
+        }
+    }
+}
+
 /// The query audit log (docs/security.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
@@ -199,6 +221,7 @@ pub struct Config {
     pub consent_secret: Option<String>,
     pub audit: AuditConfig,
     pub tls: TlsConfig,
+    pub velocity: VelocityConfig,
 }
 
 impl Default for Config {
@@ -220,6 +243,7 @@ impl Default for Config {
             consent_secret: None,
             audit: AuditConfig::default(),
             tls: TlsConfig::default(),
+            velocity: VelocityConfig::default(),
         }
     }
 }
@@ -249,6 +273,7 @@ struct FileConfig {
     limits: Option<FileLimits>,
     audit: Option<FileAudit>,
     tls: Option<FileTls>,
+    velocity: Option<FileVelocity>,
     #[serde(default)]
     partners: Vec<FilePartner>,
 }
@@ -270,6 +295,14 @@ struct FileAudit {
     enabled: Option<bool>,
     path: Option<PathBuf>,
     commit_interval_us: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileVelocity {
+    redis_url: Option<String>,
+    key_prefix: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -490,6 +523,17 @@ impl Config {
                 self.tls.require_client_cert = v;
             }
         }
+        if let Some(v) = f.velocity {
+            if let Some(u) = v.redis_url {
+                self.velocity.redis_url = Some(u).filter(|u| !u.trim().is_empty());
+            }
+            if let Some(p) = v.key_prefix {
+                self.velocity.key_prefix = p;
+            }
+            if let Some(t) = v.timeout_ms {
+                self.velocity.timeout = Duration::from_millis(t);
+            }
+        }
         for p in f.partners {
             let rate_per_sec = p.rate_per_sec.unwrap_or(DEFAULT_PARTNER_RATE.0);
             self.partners.push(PartnerConfig {
@@ -570,6 +614,16 @@ impl Config {
         }
         if let Some(v) = get("SESAME_TLS_REQUIRE_CLIENT_CERT") {
             self.tls.require_client_cert = parse_bool("SESAME_TLS_REQUIRE_CLIENT_CERT", &v)?;
+        }
+        if let Some(v) = get("SESAME_VELOCITY_REDIS_URL") {
+            self.velocity.redis_url = Some(v).filter(|u| !u.trim().is_empty());
+        }
+        if let Some(v) = get("SESAME_VELOCITY_KEY_PREFIX") {
+            self.velocity.key_prefix = v;
+        }
+        if let Some(v) = get("SESAME_VELOCITY_TIMEOUT_MS") {
+            self.velocity.timeout =
+                Duration::from_millis(parse_num("SESAME_VELOCITY_TIMEOUT_MS", &v)?);
         }
         if let Some(v) = get("SESAME_PARTNERS") {
             self.partners = parse_partners_env("SESAME_PARTNERS", &v)?;
@@ -722,6 +776,26 @@ impl Config {
         if self.audit.enabled && self.audit.path.as_os_str().is_empty() {
             return Err(invalid("audit.path", "must not be empty"));
         }
+        let v = &self.velocity;
+        if let Some(url) = &v.redis_url {
+            // Parsed here so that a typo stops the start, not every Score call; the password
+            // in the URL is never echoed.
+            if let Err(e) = redis::Client::open(url.trim()) {
+                return Err(invalid(
+                    "velocity.redis_url",
+                    format!("is not a Redis URL like redis://127.0.0.1:6379/0 ({e})"),
+                ));
+            }
+            if v.key_prefix.trim().is_empty() {
+                return Err(invalid("velocity.key_prefix", "must not be empty"));
+            }
+            if v.timeout.is_zero() || v.timeout >= l.call_timeout {
+                return Err(invalid(
+                    "velocity.timeout_ms",
+                    "must be > 0 and shorter than limits.call_timeout_ms",
+                ));
+            }
+        }
         let t = &self.tls;
         match (&t.cert, &t.key) {
             (Some(_), None) => {
@@ -788,6 +862,13 @@ impl Config {
             data_dir: self.data_dir.clone(),
             rules_dir: self.rules_dir.clone(),
             as_of: self.as_of,
+            velocity_redis: self.velocity.redis_url.as_ref().map(|url| {
+                crate::rules::velocity::RedisVelocityConfig {
+                    url: url.trim().to_string(),
+                    key_prefix: self.velocity.key_prefix.clone(),
+                    timeout: self.velocity.timeout,
+                }
+            }),
         }
     }
 }
@@ -860,6 +941,41 @@ mod tests {
         assert!(e.to_string().starts_with("listen:"), "{e}");
         let e = c.apply_toml("lisen = \"127.0.0.1:1\"").unwrap_err();
         assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn velocity_redis_is_layered_and_checked_at_start() {
+        let c = Config::load_from(None, env(&[])).expect("valid");
+        assert_eq!(c.velocity.redis_url, None, "in process by default");
+        assert_eq!(c.engine_config().velocity_redis, None);
+        let mut f = Config::default();
+        f.apply_toml("[velocity]\nredis_url = \"redis://10.0.0.5:6379/2\"\ntimeout_ms = 100\n")
+            .expect("file");
+        f.apply_env(env(&[("SESAME_VELOCITY_KEY_PREFIX", "risk:v")]))
+            .expect("env");
+        f.validate().expect("valid");
+        let r = f.engine_config().velocity_redis.expect("redis configured");
+        assert_eq!(r.url, "redis://10.0.0.5:6379/2");
+        assert_eq!(r.key_prefix, "risk:v");
+        assert_eq!(r.timeout, Duration::from_millis(100));
+        // An empty URL turns it back off (an env var can undo a file).
+        f.apply_env(env(&[("SESAME_VELOCITY_REDIS_URL", "")]))
+            .expect("env");
+        assert_eq!(f.engine_config().velocity_redis, None);
+
+        let secret = "http://user:hunter2@10.0.0.5:6379";
+        let e = Config::load_from(None, env(&[("SESAME_VELOCITY_REDIS_URL", secret)])).unwrap_err();
+        assert!(e.to_string().starts_with("velocity.redis_url:"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = Config::load_from(
+            None,
+            env(&[
+                ("SESAME_VELOCITY_REDIS_URL", "redis://127.0.0.1:6379"),
+                ("SESAME_VELOCITY_TIMEOUT_MS", "0"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("velocity.timeout_ms:"), "{e}");
     }
 
     #[test]

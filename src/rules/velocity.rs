@@ -1,8 +1,10 @@
 //! Velocity: how many distinct partners queried a user over sliding windows (multi-lending
-//! signal). In process by default; the trait lets a shared store (Redis) implement it later.
+//! signal). In process by default; [`RedisVelocity`] shares the counts between servers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Distinct partners that queried the user in each window, the current query included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -12,9 +14,37 @@ pub struct VelocityCounts {
     pub partners_30d: u32,
 }
 
+/// The shared store could not be read or written; the query was not counted.
+#[derive(Debug, thiserror::Error)]
+#[error("velocity store {store}: {message}")]
+pub struct VelocityError {
+    pub store: String,
+    pub message: String,
+}
+
 pub trait VelocityStore: Send + Sync {
     /// Records a query of `user` by `partner` at `now_ms` and returns the counts after it.
-    fn record(&self, user: &str, partner: &str, now_ms: i64) -> VelocityCounts;
+    fn record(
+        &self,
+        user: &str,
+        partner: &str,
+        now_ms: i64,
+    ) -> Result<VelocityCounts, VelocityError>;
+
+    /// True when `record` waits on the network, so callers keep it off async worker threads.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// Where the counts live, for logs (no credentials).
+    fn describe(&self) -> String {
+        "in process".to_string()
+    }
+
+    /// Whether the store answers now (at start, so the log says so before any call fails).
+    fn check(&self) -> Result<(), VelocityError> {
+        Ok(())
+    }
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -47,7 +77,12 @@ fn shard_of(user: &str) -> usize {
 }
 
 impl VelocityStore for InProcessVelocity {
-    fn record(&self, user: &str, partner: &str, now_ms: i64) -> VelocityCounts {
+    fn record(
+        &self,
+        user: &str,
+        partner: &str,
+        now_ms: i64,
+    ) -> Result<VelocityCounts, VelocityError> {
         let shard = &self.shards[shard_of(user)];
         // A poisoned lock only means another thread panicked mid-update; the data is still usable.
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -58,11 +93,193 @@ impl VelocityStore for InProcessVelocity {
             None => seen.push((partner.to_string(), now_ms)),
         }
         let within = |w: i64| seen.iter().filter(|(_, t)| now_ms - *t < w).count() as u32;
-        VelocityCounts {
+        Ok(VelocityCounts {
             partners_1h: within(HOUR_MS),
             partners_24h: within(DAY_MS),
             partners_30d: seen.len() as u32,
+        })
+    }
+}
+
+/// Where a [`RedisVelocity`] keeps its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisVelocityConfig {
+    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path/to/socket`.
+    pub url: String,
+    /// Keys are `{key_prefix}:{user_id}`, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Longest wait for a connection or a reply; past it the Score call is UNAVAILABLE.
+    pub timeout: Duration,
+}
+
+/// Most connections kept open between calls (one per call in flight is enough).
+const MAX_IDLE_CONNECTIONS: usize = 32;
+
+/// Velocity shared by every server pointed at one Redis: per user, a sorted set of partner →
+/// last query time (ms), updated and counted in one MULTI/EXEC, so two servers answering the
+/// same user at once both see both queries. Same windows and results as [`InProcessVelocity`]
+/// (`tests/velocity.rs` compares them). A blocking client with a small pool, not the async one:
+/// the engine is synchronous, and the service runs it on the blocking pool when this store is
+/// configured (see `is_remote`).
+pub struct RedisVelocity {
+    client: redis::Client,
+    config: RedisVelocityConfig,
+    /// `host:port` or the socket path; never the password.
+    name: String,
+    idle: Mutex<Vec<redis::Connection>>,
+    /// Failures since the last warning, and when that was (ms): one log line per 10 s in an
+    /// outage, not one per call.
+    failures: AtomicU64,
+    last_warning_ms: AtomicI64,
+}
+
+impl RedisVelocity {
+    /// Checks the URL; connects on first use (a Redis that is down at start is not fatal).
+    pub fn new(config: RedisVelocityConfig) -> Result<RedisVelocity, VelocityError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| VelocityError {
+            store: "redis".into(),
+            message: format!("bad url: {e}"),
+        })?;
+        let name = format!("redis {}", client.get_connection_info().addr());
+        Ok(RedisVelocity {
+            client,
+            config,
+            name,
+            idle: Mutex::new(Vec::new()),
+            failures: AtomicU64::new(0),
+            last_warning_ms: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> VelocityError {
+        VelocityError {
+            store: self.name.clone(),
+            message: e.to_string(),
         }
+    }
+
+    fn warn(&self, e: &VelocityError, now_ms: i64) {
+        let failed = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= 10_000
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.failures.store(0, Ordering::Relaxed);
+            tracing::warn!(error = %e, calls_refused = failed, "velocity store unreachable; Score calls refused");
+        }
+    }
+
+    fn connect(&self) -> Result<redis::Connection, VelocityError> {
+        let t = self.config.timeout;
+        let con = self
+            .client
+            .get_connection_with_timeout(t)
+            .map_err(|e| self.error(e))?;
+        con.set_read_timeout(Some(t)).map_err(|e| self.error(e))?;
+        con.set_write_timeout(Some(t)).map_err(|e| self.error(e))?;
+        Ok(con)
+    }
+
+    fn run(
+        &self,
+        con: &mut redis::Connection,
+        user: &str,
+        partner: &str,
+        now_ms: i64,
+    ) -> redis::RedisResult<(u32, u32, u32)> {
+        let key = format!("{}:{user}", self.config.key_prefix);
+        // Same windows as the in-process store: a partner counts while now - t < window.
+        // MULTI/EXEC rather than a Lua script: the script cost Redis ~25 % more CPU per query
+        // here (68-70 against 55-57 µs, docs/rules.md).
+        redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg("GT")
+            .arg(now_ms)
+            .arg(partner)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now_ms - MONTH_MS)
+            .ignore()
+            .cmd("ZCOUNT")
+            .arg(&key)
+            .arg(format!("({}", now_ms - HOUR_MS))
+            .arg("+inf")
+            .cmd("ZCOUNT")
+            .arg(&key)
+            .arg(format!("({}", now_ms - DAY_MS))
+            .arg("+inf")
+            .cmd("ZCARD")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(MONTH_MS)
+            .ignore()
+            .query(con)
+    }
+}
+
+impl VelocityStore for RedisVelocity {
+    fn record(
+        &self,
+        user: &str,
+        partner: &str,
+        now_ms: i64,
+    ) -> Result<VelocityCounts, VelocityError> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let from_pool = pooled.is_some();
+        let counted = (|| {
+            let mut con = match pooled {
+                Some(c) => c,
+                None => self.connect()?,
+            };
+            let mut result = self.run(&mut con, user, partner, now_ms);
+            // An idle connection may have been cut (Redis restarted): retry once on a new one.
+            // Safe to repeat: ZADD GT with the same time changes nothing the second time.
+            if from_pool
+                && matches!(&result, Err(e) if e.is_connection_dropped() || e.is_io_error())
+            {
+                con = self.connect()?;
+                result = self.run(&mut con, user, partner, now_ms);
+            }
+            result.map(|r| (con, r)).map_err(|e| self.error(e))
+        })();
+        let (con, (h1, h24, d30)) = counted.inspect_err(|e| self.warn(e, now_ms))?;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(con);
+        }
+        Ok(VelocityCounts {
+            partners_1h: h1,
+            partners_24h: h24,
+            partners_30d: d30,
+        })
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn check(&self) -> Result<(), VelocityError> {
+        let mut con = self.connect()?;
+        redis::cmd("PING")
+            .query::<String>(&mut con)
+            .map_err(|e| self.error(e))?;
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(con);
+        Ok(())
     }
 }
 
@@ -73,15 +290,16 @@ mod tests {
     #[test]
     fn counts_distinct_partners_per_window() {
         let v = InProcessVelocity::default();
+        let v = |u: &str, p: &str, t: i64| v.record(u, p, t).expect("in-process never fails");
         let t0 = 1_000 * DAY_MS;
-        assert_eq!(v.record("u", "p1", t0).partners_1h, 1);
-        assert_eq!(v.record("u", "p1", t0 + 1).partners_1h, 1); // same partner again
-        let c = v.record("u", "p2", t0 + 2 * HOUR_MS);
+        assert_eq!(v("u", "p1", t0).partners_1h, 1);
+        assert_eq!(v("u", "p1", t0 + 1).partners_1h, 1); // same partner again
+        let c = v("u", "p2", t0 + 2 * HOUR_MS);
         assert_eq!((c.partners_1h, c.partners_24h, c.partners_30d), (1, 2, 2));
-        let c = v.record("u", "p3", t0 + 2 * DAY_MS);
+        let c = v("u", "p3", t0 + 2 * DAY_MS);
         assert_eq!((c.partners_1h, c.partners_24h, c.partners_30d), (1, 1, 3));
-        let c = v.record("u", "p4", t0 + 40 * DAY_MS);
+        let c = v("u", "p4", t0 + 40 * DAY_MS);
         assert_eq!((c.partners_1h, c.partners_24h, c.partners_30d), (1, 1, 1));
-        assert_eq!(v.record("other", "p1", t0).partners_30d, 1);
+        assert_eq!(v("other", "p1", t0).partners_30d, 1);
     }
 }

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use chrono::NaiveDate;
 
 use crate::domain::{Band, FeatureValue};
+use crate::rules::velocity::{RedisVelocity, RedisVelocityConfig};
 use crate::rules::{InProcessVelocity, RuleInput, RuleSet, VelocityCounts, VelocityStore};
 
 use super::bundle::ModelBundle;
@@ -27,6 +28,8 @@ pub struct EngineConfig {
     pub rules_dir: PathBuf,
     /// Features are computed as of this date.
     pub as_of: NaiveDate,
+    /// Shared velocity counters in Redis; `None` keeps them in this process.
+    pub velocity_redis: Option<RedisVelocityConfig>,
 }
 
 impl EngineConfig {
@@ -38,6 +41,7 @@ impl EngineConfig {
             data_dir: root.join("datasets/demo"),
             rules_dir: root.join("rules"),
             as_of: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default(),
+            velocity_redis: None,
         }
     }
 }
@@ -90,19 +94,36 @@ impl ScoringEngine {
     /// Loads models, rules and materialises the store. Blocking and CPU heavy: call it from
     /// `spawn_blocking`.
     pub fn load(config: EngineConfig) -> Result<ScoringEngine, ScoringError> {
+        let velocity: Box<dyn VelocityStore> = match &config.velocity_redis {
+            None => Box::new(InProcessVelocity::default()),
+            Some(c) => Box::new(
+                RedisVelocity::new(c.clone()).map_err(|e| ScoringError::Internal(e.to_string()))?,
+            ),
+        };
+        match velocity.check() {
+            Ok(()) => tracing::info!(store = %velocity.describe(), "velocity counters"),
+            Err(e) => tracing::warn!(error = %e,
+                "velocity store unreachable at start; Score calls are refused until it answers"),
+        }
         let models = load_models(&config, None)?;
         let rules = load_rules(&config, &models)?;
         Ok(ScoringEngine {
             config,
             models: ArcSwap::from_pointee(models),
             rules: ArcSwap::from_pointee(rules),
-            velocity: Box::new(InProcessVelocity::default()),
+            velocity,
             reload_lock: Mutex::new(()),
         })
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// True when a Score call waits on the network (the shared velocity store): callers run
+    /// it off their async worker threads.
+    pub fn score_waits_on_network(&self) -> bool {
+        self.velocity.is_remote()
     }
 
     /// Scores one partner request: features from the store (or inline rows), scorecard, rules.
@@ -133,9 +154,17 @@ impl ScoringEngine {
             }
         };
         let now_ms = chrono::Utc::now().timestamp_millis();
+        // Without the counts the multi-lending rules cannot run, and approving blind is the
+        // risk a lender would not take: the call fails (UNAVAILABLE) and the partner retries.
         let velocity = self
             .velocity
-            .record(&input.user_id, &input.partner_id, now_ms);
+            .record(&input.user_id, &input.partner_id, now_ms)
+            .map_err(|_| {
+                // The store logs the cause; the partner is not told internal addresses.
+                ScoringError::Unavailable(
+                    "the multi-lending (velocity) counters cannot be read right now; retry".into(),
+                )
+            })?;
         Ok(decide(
             bundle,
             Some(&rules),

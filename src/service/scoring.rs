@@ -93,8 +93,10 @@ impl Scoring {
             .then(|| (user_ref(&input.user_id), input.scenario.clone()));
         // A stored user costs ~13 µs of CPU: handing that to the blocking pool (two thread
         // wake-ups) cost more than the work itself, so it runs here. An inline applicant runs the
-        // polars pipeline (milliseconds), which must not stall the async workers.
-        let on_async_worker = state.inline_scoring || input.applicant.is_none();
+        // polars pipeline (milliseconds), and a shared velocity store waits on Redis; neither
+        // may stall the async workers.
+        let on_async_worker =
+            (state.inline_scoring || input.applicant.is_none()) && !engine.score_waits_on_network();
         let outcome: Result<ScoreOutcome, ScoringError> = if on_async_worker {
             std::panic::catch_unwind(AssertUnwindSafe(|| engine.score(&input))).unwrap_or_else(
                 |_| Err(ScoringError::Internal("the scoring engine panicked".into())),
