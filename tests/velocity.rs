@@ -119,9 +119,10 @@ fn store(redis: &TempRedis, prefix: &str) -> RedisVelocity {
 
 /// 3,000 queries over 20 users and 9 partners, times on a half-hour grid (so queries land
 /// exactly on the 1 h, 24 h and 30 d edges) with jumps of up to 40 days and some clock skew
-/// backwards: Redis and the in-process store give the same counts after every query.
-#[test]
-fn redis_store_counts_like_the_in_process_store() {
+/// backwards: Redis and the in-process store give the same counts after every query. The
+/// queries alternate between Redis's blocking and async paths, which share the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_counts_like_the_in_process_store() {
     let Some(redis) = TempRedis::start("redis_store_counts_like_the_in_process_store") else {
         return;
     };
@@ -142,7 +143,12 @@ fn redis_store_counts_like_the_in_process_store() {
         let user = format!("U{}", rng.random_range(0..20));
         let partner = format!("p{}", rng.random_range(0..9));
         let want = local.record(&user, &partner, now).expect("in process");
-        let got = shared.record(&user, &partner, now).expect("redis answers");
+        let got = if i % 2 == 0 {
+            shared.record(&user, &partner, now)
+        } else {
+            shared.record_async(&user, &partner, now).await
+        }
+        .expect("redis answers");
         assert_eq!(got, want, "query {i}: {user} by {partner} at {now}");
         seen_1h = seen_1h.max(want.partners_1h);
         seen_24h = seen_24h.max(want.partners_24h);
@@ -247,6 +253,15 @@ impl Server {
     }
 
     async fn score(&self, user: &str, lender: usize) -> Result<pb::ScoreResponse, tonic::Status> {
+        self.score_with(user, lender, None).await
+    }
+
+    async fn score_with(
+        &self,
+        user: &str,
+        lender: usize,
+        applicant: Option<pb::ApplicantData>,
+    ) -> Result<pb::ScoreResponse, tonic::Status> {
         let partner = format!("lender{lender}");
         let consent = ConsentKey::new(DEMO_CONSENT_SECRET.as_bytes()).issue(
             user,
@@ -261,7 +276,7 @@ impl Server {
             scenario: "cash_loan".into(),
             consent_token: consent,
             model_version: None,
-            applicant: None,
+            applicant,
         });
         r.metadata_mut().insert(
             "authorization",
@@ -290,7 +305,9 @@ fn multi_lending_hit(r: &pb::ScoreResponse) -> bool {
 
 /// Five lenders query one user within the hour, alternating between two servers: neither
 /// server saw five lenders itself, but the fifth answer carries the multi-lending rule
-/// (`partners_24h >= 5`) because both count in the same Redis. The first four do not.
+/// (`partners_24h >= 5`) because both count in the same Redis. The first four do not. Once for
+/// a stored user (counted on the async path) and once for a new applicant whose data comes
+/// inline (the pipeline runs on the blocking pool, and so does its count).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_sharing_redis_count_one_users_lenders_together() {
     let Some(redis) =
@@ -300,18 +317,34 @@ async fn two_servers_sharing_redis_count_one_users_lenders_together() {
     };
     let a = Server::start(&redis.url(), "t-two").await;
     let b = Server::start(&redis.url(), "t-two").await;
-    let user = demo_user();
-    for lender in 1..=5 {
-        let server = if lender % 2 == 1 { &a } else { &b };
-        let r = server.score(&user, lender).await.expect("scored");
-        assert_eq!(
-            multi_lending_hit(&r),
-            lender == 5,
-            "lender {lender}: rule hits {:?}",
-            r.rule_hits
-        );
-        if lender == 5 {
-            assert_ne!(r.decision, pb::Decision::Approve as i32);
+    let applicant = pb::ApplicantData {
+        identity: Some(pb::IdentityFacts {
+            signup_date: Some("2023-03-01".into()),
+            age: Some(31),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cases = [
+        (demo_user(), None),
+        ("new-applicant-velocity".to_string(), Some(applicant)),
+    ];
+    for (user, inline) in cases {
+        for lender in 1..=5 {
+            let server = if lender % 2 == 1 { &a } else { &b };
+            let r = server
+                .score_with(&user, lender, inline.clone())
+                .await
+                .expect("scored");
+            assert_eq!(
+                multi_lending_hit(&r),
+                lender == 5,
+                "{user}, lender {lender}: rule hits {:?}",
+                r.rule_hits
+            );
+            if lender == 5 {
+                assert_ne!(r.decision, pb::Decision::Approve as i32);
+            }
         }
     }
     a.shutdown().await;

@@ -31,11 +31,6 @@ pub trait VelocityStore: Send + Sync {
         now_ms: i64,
     ) -> Result<VelocityCounts, VelocityError>;
 
-    /// True when `record` waits on the network, so callers keep it off async worker threads.
-    fn is_remote(&self) -> bool {
-        false
-    }
-
     /// Where the counts live, for logs (no credentials).
     fn describe(&self) -> String {
         "in process".to_string()
@@ -118,15 +113,20 @@ const MAX_IDLE_CONNECTIONS: usize = 32;
 /// Velocity shared by every server pointed at one Redis: per user, a sorted set of partner →
 /// last query time (ms), updated and counted in one MULTI/EXEC, so two servers answering the
 /// same user at once both see both queries. Same windows and results as [`InProcessVelocity`]
-/// (`tests/velocity.rs` compares them). A blocking client with a small pool, not the async one:
-/// the engine is synchronous, and the service runs it on the blocking pool when this store is
-/// configured (see `is_remote`).
+/// (`tests/velocity.rs` compares them).
+///
+/// Two ways in, one command list ([`RedisVelocity::pipeline`]): `record_async`, for the service's
+/// async workers, shares one multiplexed connection, so the queries of concurrent calls travel
+/// pipelined on one socket and nobody blocks a thread; `record` (the [`VelocityStore`] trait) is
+/// for synchronous callers (inline applicants on the blocking pool, tests) and keeps a small pool
+/// of blocking connections.
 pub struct RedisVelocity {
     client: redis::Client,
     config: RedisVelocityConfig,
     /// `host:port` or the socket path; never the password.
     name: String,
     idle: Mutex<Vec<redis::Connection>>,
+    multiplexed: Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// Failures since the last warning, and when that was (ms): one log line per 10 s in an
     /// outage, not one per call.
     failures: AtomicU64,
@@ -146,6 +146,7 @@ impl RedisVelocity {
             config,
             name,
             idle: Mutex::new(Vec::new()),
+            multiplexed: Mutex::new(None),
             failures: AtomicU64::new(0),
             last_warning_ms: AtomicI64::new(i64::MIN),
         })
@@ -183,19 +184,14 @@ impl RedisVelocity {
         Ok(con)
     }
 
-    fn run(
-        &self,
-        con: &mut redis::Connection,
-        user: &str,
-        partner: &str,
-        now_ms: i64,
-    ) -> redis::RedisResult<(u32, u32, u32)> {
+    /// The one MULTI/EXEC of a query; its reply is (partners in 1 h, in 24 h, in 30 d).
+    fn pipeline(&self, user: &str, partner: &str, now_ms: i64) -> redis::Pipeline {
         let key = format!("{}:{user}", self.config.key_prefix);
         // Same windows as the in-process store: a partner counts while now - t < window.
         // MULTI/EXEC rather than a Lua script: the script cost Redis ~25 % more CPU per query
         // here (68-70 against 55-57 µs, docs/rules.md).
-        redis::pipe()
-            .atomic()
+        let mut p = redis::pipe();
+        p.atomic()
             .cmd("ZADD")
             .arg(&key)
             .arg("GT")
@@ -220,9 +216,74 @@ impl RedisVelocity {
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(MONTH_MS)
-            .ignore()
-            .query(con)
+            .ignore();
+        p
     }
+
+    async fn connect_async(&self) -> Result<redis::aio::MultiplexedConnection, VelocityError> {
+        let t = Some(self.config.timeout);
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(t)
+            .set_response_timeout(t);
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// As [`VelocityStore::record`], without blocking the thread: concurrent calls share one
+    /// connection and their queries are pipelined on it.
+    pub async fn record_async(
+        &self,
+        user: &str,
+        partner: &str,
+        now_ms: i64,
+    ) -> Result<VelocityCounts, VelocityError> {
+        let pipe = self.pipeline(user, partner, now_ms);
+        let cached = self
+            .multiplexed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let counted = async {
+            let from_cache = cached.is_some();
+            let mut con = match cached {
+                Some(c) => c,
+                None => self.connect_async().await?,
+            };
+            let mut result = pipe.query_async::<(u32, u32, u32)>(&mut con).await;
+            // The shared connection may have been cut (Redis restarted): retry once on a new
+            // one. Safe to repeat: ZADD GT with the same time changes nothing the second time.
+            if from_cache && matches!(&result, Err(e) if is_dead_connection(e)) {
+                con = self.connect_async().await?;
+                result = pipe.query_async(&mut con).await;
+            }
+            let mut slot = self.multiplexed.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(r) => {
+                    *slot = Some(con);
+                    Ok(r)
+                }
+                Err(e) => {
+                    if is_dead_connection(&e) {
+                        *slot = None;
+                    }
+                    Err(self.error(e))
+                }
+            }
+        }
+        .await;
+        let (h1, h24, d30) = counted.inspect_err(|e| self.warn(e, now_ms))?;
+        Ok(VelocityCounts {
+            partners_1h: h1,
+            partners_24h: h24,
+            partners_30d: d30,
+        })
+    }
+}
+
+fn is_dead_connection(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error()
 }
 
 impl VelocityStore for RedisVelocity {
@@ -239,14 +300,13 @@ impl VelocityStore for RedisVelocity {
                 Some(c) => c,
                 None => self.connect()?,
             };
-            let mut result = self.run(&mut con, user, partner, now_ms);
+            let pipe = self.pipeline(user, partner, now_ms);
+            let mut result = pipe.query::<(u32, u32, u32)>(&mut con);
             // An idle connection may have been cut (Redis restarted): retry once on a new one.
             // Safe to repeat: ZADD GT with the same time changes nothing the second time.
-            if from_pool
-                && matches!(&result, Err(e) if e.is_connection_dropped() || e.is_io_error())
-            {
+            if from_pool && matches!(&result, Err(e) if is_dead_connection(e)) {
                 con = self.connect()?;
-                result = self.run(&mut con, user, partner, now_ms);
+                result = pipe.query(&mut con);
             }
             result.map(|r| (con, r)).map_err(|e| self.error(e))
         })();
@@ -260,10 +320,6 @@ impl VelocityStore for RedisVelocity {
             partners_24h: h24,
             partners_30d: d30,
         })
-    }
-
-    fn is_remote(&self) -> bool {
-        true
     }
 
     fn describe(&self) -> String {
@@ -280,6 +336,59 @@ impl VelocityStore for RedisVelocity {
             .unwrap_or_else(|p| p.into_inner())
             .push(con);
         Ok(())
+    }
+}
+
+/// The store a scoring engine counts in: this process, or a shared Redis.
+pub enum Velocity {
+    InProcess(InProcessVelocity),
+    Redis(RedisVelocity),
+}
+
+impl Velocity {
+    pub fn new(redis: Option<RedisVelocityConfig>) -> Result<Velocity, VelocityError> {
+        Ok(match redis {
+            None => Velocity::InProcess(InProcessVelocity::default()),
+            Some(c) => Velocity::Redis(RedisVelocity::new(c)?),
+        })
+    }
+
+    fn store(&self) -> &dyn VelocityStore {
+        match self {
+            Velocity::InProcess(v) => v,
+            Velocity::Redis(v) => v,
+        }
+    }
+
+    pub fn record(
+        &self,
+        user: &str,
+        partner: &str,
+        now_ms: i64,
+    ) -> Result<VelocityCounts, VelocityError> {
+        self.store().record(user, partner, now_ms)
+    }
+
+    /// Never waits for the in-process store; waits on the network, without blocking the
+    /// thread, for Redis.
+    pub async fn record_async(
+        &self,
+        user: &str,
+        partner: &str,
+        now_ms: i64,
+    ) -> Result<VelocityCounts, VelocityError> {
+        match self {
+            Velocity::InProcess(v) => v.record(user, partner, now_ms),
+            Velocity::Redis(v) => v.record_async(user, partner, now_ms).await,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        self.store().describe()
+    }
+
+    pub fn check(&self) -> Result<(), VelocityError> {
+        self.store().check()
     }
 }
 

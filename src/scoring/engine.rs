@@ -9,8 +9,8 @@ use arc_swap::ArcSwap;
 use chrono::NaiveDate;
 
 use crate::domain::{Band, FeatureValue};
-use crate::rules::velocity::{RedisVelocity, RedisVelocityConfig};
-use crate::rules::{InProcessVelocity, RuleInput, RuleSet, VelocityCounts, VelocityStore};
+use crate::rules::velocity::{Velocity, VelocityError};
+use crate::rules::{RuleInput, RuleSet, VelocityCounts};
 
 use super::bundle::ModelBundle;
 use super::store::FeatureStore;
@@ -29,7 +29,7 @@ pub struct EngineConfig {
     /// Features are computed as of this date.
     pub as_of: NaiveDate,
     /// Shared velocity counters in Redis; `None` keeps them in this process.
-    pub velocity_redis: Option<RedisVelocityConfig>,
+    pub velocity_redis: Option<crate::rules::velocity::RedisVelocityConfig>,
 }
 
 impl EngineConfig {
@@ -85,7 +85,7 @@ pub struct ScoringEngine {
     config: EngineConfig,
     models: ArcSwap<Models>,
     rules: ArcSwap<RuleSet>,
-    velocity: Box<dyn VelocityStore>,
+    velocity: Velocity,
     /// Reloads are serialised; scoring never waits on it.
     reload_lock: Mutex<()>,
 }
@@ -94,12 +94,8 @@ impl ScoringEngine {
     /// Loads models, rules and materialises the store. Blocking and CPU heavy: call it from
     /// `spawn_blocking`.
     pub fn load(config: EngineConfig) -> Result<ScoringEngine, ScoringError> {
-        let velocity: Box<dyn VelocityStore> = match &config.velocity_redis {
-            None => Box::new(InProcessVelocity::default()),
-            Some(c) => Box::new(
-                RedisVelocity::new(c.clone()).map_err(|e| ScoringError::Internal(e.to_string()))?,
-            ),
-        };
+        let velocity = Velocity::new(config.velocity_redis.clone())
+            .map_err(|e| ScoringError::Internal(e.to_string()))?;
         match velocity.check() {
             Ok(()) => tracing::info!(store = %velocity.describe(), "velocity counters"),
             Err(e) => tracing::warn!(error = %e,
@@ -120,58 +116,45 @@ impl ScoringEngine {
         &self.config
     }
 
-    /// True when a Score call waits on the network (the shared velocity store): callers run
-    /// it off their async worker threads.
-    pub fn score_waits_on_network(&self) -> bool {
-        self.velocity.is_remote()
-    }
-
     /// Scores one partner request: features from the store (or inline rows), scorecard, rules.
-    /// CPU only; safe from many threads.
+    /// Safe from many threads. Blocks while a shared velocity store answers; async callers use
+    /// [`ScoringEngine::score_async`].
     pub fn score(&self, input: &ScoreInput) -> Result<ScoreOutcome, ScoringError> {
-        if input.user_id.trim().is_empty() {
-            return Err(ScoringError::invalid("user_id", "must not be empty"));
-        }
         let rules = self.rules.load();
-        if !rules.has_scenario(&input.scenario) {
-            return Err(unknown_scenario(&input.scenario, rules.scenarios()));
-        }
         let models = self.models.load();
-        let bundle = models.find(input.model_version.as_deref())?;
-        let store = models.store(bundle)?;
-        let inline_row;
-        let row: &[FeatureValue] = match (&input.applicant, store.get(&input.user_id)) {
-            (None, Some(row)) => row,
-            (Some(data), _) => {
-                inline_row = store.compute_inline(&bundle.pipeline, &input.user_id, data)?;
-                &inline_row
-            }
-            (None, None) => {
-                return Err(ScoringError::NotFound(format!(
-                    "user_id: no features for this user as of {} and the request carries no applicant data",
-                    store.as_of
-                )))
-            }
-        };
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        // Without the counts the multi-lending rules cannot run, and approving blind is the
-        // risk a lender would not take: the call fails (UNAVAILABLE) and the partner retries.
+        let r = resolve(&rules, &models, input)?;
         let velocity = self
             .velocity
-            .record(&input.user_id, &input.partner_id, now_ms)
-            .map_err(|_| {
-                // The store logs the cause; the partner is not told internal addresses.
-                ScoringError::Unavailable(
-                    "the multi-lending (velocity) counters cannot be read right now; retry".into(),
-                )
-            })?;
+            .record(&input.user_id, &input.partner_id, now_ms())
+            .map_err(velocity_unavailable)?;
         Ok(decide(
-            bundle,
+            r.bundle,
             Some(&rules),
-            row,
+            &r.row,
             input,
             velocity,
-            store.as_of,
+            r.as_of,
+        ))
+    }
+
+    /// [`ScoringEngine::score`] for async callers: the same steps, and a shared velocity store
+    /// is awaited instead of blocking the thread (with the in-process store it never waits).
+    pub async fn score_async(&self, input: &ScoreInput) -> Result<ScoreOutcome, ScoringError> {
+        let rules = self.rules.load_full();
+        let models = self.models.load_full();
+        let r = resolve(&rules, &models, input)?;
+        let velocity = self
+            .velocity
+            .record_async(&input.user_id, &input.partner_id, now_ms())
+            .await
+            .map_err(velocity_unavailable)?;
+        Ok(decide(
+            r.bundle,
+            Some(&rules),
+            &r.row,
+            input,
+            velocity,
+            r.as_of,
         ))
     }
 
@@ -369,6 +352,60 @@ pub fn check_scenario(rules: &RuleSet, scenario: &str) -> Result<(), ScoringErro
     } else {
         Err(unknown_scenario(scenario, rules.scenarios()))
     }
+}
+
+/// What a Score call has checked and found before its query is counted.
+struct Resolved<'a> {
+    bundle: &'a ModelBundle,
+    row: std::borrow::Cow<'a, [FeatureValue]>,
+    as_of: NaiveDate,
+}
+
+/// The request's own checks, the model it asks for and the user's features (stored, or computed
+/// from the inline applicant data): everything of a Score call before velocity and decision.
+fn resolve<'a>(
+    rules: &RuleSet,
+    models: &'a Models,
+    input: &ScoreInput,
+) -> Result<Resolved<'a>, ScoringError> {
+    if input.user_id.trim().is_empty() {
+        return Err(ScoringError::invalid("user_id", "must not be empty"));
+    }
+    if !rules.has_scenario(&input.scenario) {
+        return Err(unknown_scenario(&input.scenario, rules.scenarios()));
+    }
+    let bundle = models.find(input.model_version.as_deref())?;
+    let store = models.store(bundle)?;
+    let row = match (&input.applicant, store.get(&input.user_id)) {
+        (None, Some(row)) => std::borrow::Cow::Borrowed(row),
+        (Some(data), _) => {
+            std::borrow::Cow::Owned(store.compute_inline(&bundle.pipeline, &input.user_id, data)?)
+        }
+        (None, None) => {
+            return Err(ScoringError::NotFound(format!(
+            "user_id: no features for this user as of {} and the request carries no applicant data",
+            store.as_of
+        )))
+        }
+    };
+    Ok(Resolved {
+        bundle,
+        row,
+        as_of: store.as_of,
+    })
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Without the counts the multi-lending rules cannot run, and approving blind is the risk a
+/// lender would not take: the call fails (UNAVAILABLE) and the partner retries. The store logs
+/// the cause; the partner is not told internal addresses.
+fn velocity_unavailable(_: VelocityError) -> ScoringError {
+    ScoringError::Unavailable(
+        "the multi-lending (velocity) counters cannot be read right now; retry".into(),
+    )
 }
 
 fn unknown_scenario(s: &str, known: &[String]) -> ScoringError {

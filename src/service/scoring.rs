@@ -5,6 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -92,15 +93,17 @@ impl Scoring {
         let who = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (user_ref(&input.user_id), input.scenario.clone()));
         // A stored user costs ~13 µs of CPU: handing that to the blocking pool (two thread
-        // wake-ups) cost more than the work itself, so it runs here. An inline applicant runs the
-        // polars pipeline (milliseconds), and a shared velocity store waits on Redis; neither
-        // may stall the async workers.
-        let on_async_worker =
-            (state.inline_scoring || input.applicant.is_none()) && !engine.score_waits_on_network();
+        // wake-ups) cost more than the work itself, so it runs here, and a shared velocity
+        // store (Redis) is awaited, not blocked on. An inline applicant runs the polars
+        // pipeline (milliseconds), which must not stall the async workers.
+        let on_async_worker = state.inline_scoring || input.applicant.is_none();
         let outcome: Result<ScoreOutcome, ScoringError> = if on_async_worker {
-            std::panic::catch_unwind(AssertUnwindSafe(|| engine.score(&input))).unwrap_or_else(
-                |_| Err(ScoringError::Internal("the scoring engine panicked".into())),
-            )
+            AssertUnwindSafe(engine.score_async(&input))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ScoringError::Internal("the scoring engine panicked".into()))
+                })
         } else {
             let _permit = state
                 .score_permits
