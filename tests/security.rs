@@ -17,17 +17,12 @@ use sesame::service::pb::credit_scoring_client::CreditScoringClient;
 use sesame::service::pb::{self, score_stream_item::Item};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const DEMO_KEY: &str = "sesame-demo-key";
 const NARROW_KEY: &str = "narrow-partner-key";
 const SLOW_KEY: &str = "slow-partner-key";
-const SCORING: &str = "sesame.v1.CreditScoring";
 const ENGINE_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn crate_path(p: &str) -> PathBuf {
@@ -38,11 +33,13 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sesame")
 }
 
+mod support;
+use support::Spawned;
+
 struct Running {
     channel: Channel,
     audit_path: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<anyhow::Result<()>>,
+    server: Spawned,
     _dir: tempfile::TempDir,
 }
 
@@ -50,15 +47,8 @@ impl Running {
     fn scoring(&self) -> CreditScoringClient<Channel> {
         CreditScoringClient::new(self.channel.clone())
     }
-    async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("server stops")
-            .expect("no panic")
-            .expect("run Ok");
+    async fn shutdown(self) {
+        self.server.shutdown().await.expect("run Ok");
     }
 }
 
@@ -98,48 +88,17 @@ async fn start(engine: bool) -> Running {
 async fn start_in(engine: bool, dir: tempfile::TempDir) -> Running {
     let c = config(engine, dir.path());
     let audit_path = c.audit.path.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(sesame::server::run_with_metrics(
-        listener,
-        None,
-        c,
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let server = Spawned::start(c, false).await;
     Running {
-        channel,
+        channel: server.channel.clone(),
         audit_path,
-        stop: Some(tx),
-        handle,
+        server,
         _dir: dir,
     }
 }
 
 async fn wait_serving(channel: Channel) {
-    let deadline = Instant::now() + ENGINE_LOAD_TIMEOUT;
-    let mut health = HealthClient::new(channel);
-    loop {
-        if let Ok(r) = health
-            .check(HealthCheckRequest {
-                service: SCORING.into(),
-            })
-            .await
-        {
-            if r.into_inner().status == ServingStatus::Serving as i32 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "engine not SERVING in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_serving(channel, ENGINE_LOAD_TIMEOUT).await
 }
 
 fn with_key<T>(msg: T, key: &str) -> Request<T> {

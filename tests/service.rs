@@ -19,10 +19,9 @@ use sesame::service::pb::credit_scoring_client::CreditScoringClient;
 use sesame::service::pb::{self, score_stream_item::Item};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -32,16 +31,17 @@ const PARTNER_KEY: &str = "sesame-demo-key";
 const ADMIN_KEY: &str = "sesame-demo-admin-key";
 /// A second partner, allowed `cash_loan` only.
 const NARROW_KEY: &str = "narrow-partner-key";
-const SCORING: &str = "sesame.v1.CreditScoring";
 /// Engine loading reads parquet and fits nothing, but 2 shared cores can be slow.
 const ENGINE_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+mod support;
+use support::{Spawned, SCORING};
 
 struct Running {
     addr: SocketAddr,
     metrics_addr: SocketAddr,
     channel: Channel,
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<anyhow::Result<()>>,
+    server: Spawned,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -56,14 +56,8 @@ impl Running {
         HealthClient::new(self.channel.clone())
     }
     /// Triggers shutdown and waits for `run` to return.
-    async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("server stops within 30 s")
-            .expect("server task did not panic")
+    async fn shutdown(self) -> anyhow::Result<()> {
+        self.server.shutdown().await
     }
 }
 
@@ -103,33 +97,12 @@ async fn start(mut config: Config, mut dirs: Vec<tempfile::TempDir>) -> Running 
     let audit_dir = tempfile::tempdir().expect("audit tempdir");
     config.audit.path = audit_dir.path().join("audit.db");
     dirs.push(audit_dir);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let metrics = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind metrics");
-    let metrics_addr = metrics.local_addr().expect("metrics addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(sesame::server::run_with_metrics(
-        listener,
-        Some(metrics),
-        config,
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    // The listener is bound already: connecting needs no wait.
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let server = Spawned::start(config, true).await;
     Running {
-        addr,
-        metrics_addr,
-        channel,
-        stop: Some(tx),
-        handle,
+        addr: server.addr,
+        metrics_addr: server.metrics_addr.expect("metrics listener"),
+        channel: server.channel.clone(),
+        server,
         _dirs: dirs,
     }
 }
@@ -623,9 +596,8 @@ async fn graceful_shutdown_lets_open_streams_finish() {
         assert!(matches!(first.item, Some(Item::Error(ref e)) if e.request_id == format!("{s}-0")));
         streams.push((tx, out));
     }
-    let Running {
-        addr, stop, handle, ..
-    } = r;
+    let Running { addr, server, .. } = r;
+    let Spawned { stop, handle, .. } = server;
     let _ = stop.expect("stop sender").send(());
     // Readiness signal for "shutdown began": the listener is closed.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -3,7 +3,7 @@
 //! lenders together, and an outage refused with UNAVAILABLE and recovered from without a
 //! restart. Each test prints why and passes when `redis-server` is not on this machine.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,14 +16,8 @@ use sesame::rules::{InProcessVelocity, VelocityStore};
 use sesame::security::consent::{unix_now, ConsentKey};
 use sesame::service::pb;
 use sesame::service::pb::credit_scoring_client::CreditScoringClient;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request};
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const HOUR_MS: i64 = 3_600_000;
 const MULTI_LENDING_RULE: &str = "FR-001";
@@ -202,52 +196,23 @@ fn config(redis_url: &str, prefix: &str, dir: &Path) -> Config {
     c
 }
 
+mod support;
+use support::Spawned;
+
 struct Server {
     client: CreditScoringClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<anyhow::Result<()>>,
+    server: Spawned,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     async fn start(redis_url: &str, prefix: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let c = config(redis_url, prefix, dir.path());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(sesame::server::run_with_metrics(
-            listener,
-            None,
-            c,
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let mut health = HealthClient::new(channel.clone());
-        loop {
-            let status = health
-                .check(HealthCheckRequest {
-                    service: "sesame.v1.CreditScoring".into(),
-                })
-                .await
-                .map(|r| r.into_inner().status);
-            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "engine not SERVING in time");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let server = Spawned::start(config(redis_url, prefix, dir.path()), false).await;
+        support::wait_serving(server.channel.clone(), Duration::from_secs(300)).await;
         Server {
-            client: CreditScoringClient::new(channel),
-            stop: Some(tx),
-            handle,
+            client: CreditScoringClient::new(server.channel.clone()),
+            server,
             _dir: dir,
         }
     }
@@ -287,15 +252,8 @@ impl Server {
         self.client.clone().score(r).await.map(|r| r.into_inner())
     }
 
-    async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("server stops")
-            .expect("no panic")
-            .expect("run Ok");
+    async fn shutdown(self) {
+        self.server.shutdown().await.expect("run Ok");
     }
 }
 

@@ -22,6 +22,17 @@ pub struct VelocityError {
     pub message: String,
 }
 
+impl VelocityCounts {
+    /// The three counts in the order the Redis transaction returns them.
+    fn from_reply(partners_1h: u32, partners_24h: u32, partners_30d: u32) -> VelocityCounts {
+        VelocityCounts {
+            partners_1h,
+            partners_24h,
+            partners_30d,
+        }
+    }
+}
+
 pub trait VelocityStore: Send + Sync {
     /// Records a query of `user` by `partner` at `now_ms` and returns the counts after it.
     fn record(
@@ -274,11 +285,7 @@ impl RedisVelocity {
         }
         .await;
         let (h1, h24, d30) = counted.inspect_err(|e| self.warn(e, now_ms))?;
-        Ok(VelocityCounts {
-            partners_1h: h1,
-            partners_24h: h24,
-            partners_30d: d30,
-        })
+        Ok(VelocityCounts::from_reply(h1, h24, d30))
     }
 }
 
@@ -315,11 +322,7 @@ impl VelocityStore for RedisVelocity {
         if idle.len() < MAX_IDLE_CONNECTIONS {
             idle.push(con);
         }
-        Ok(VelocityCounts {
-            partners_1h: h1,
-            partners_24h: h24,
-            partners_30d: d30,
-        })
+        Ok(VelocityCounts::from_reply(h1, h24, d30))
     }
 
     fn describe(&self) -> String {

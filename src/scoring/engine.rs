@@ -127,14 +127,7 @@ impl ScoringEngine {
             .velocity
             .record(&input.user_id, &input.partner_id, now_ms())
             .map_err(velocity_unavailable)?;
-        Ok(decide(
-            r.bundle,
-            Some(&rules),
-            &r.row,
-            input,
-            velocity,
-            r.as_of,
-        ))
+        Ok(r.decide(&rules, input, velocity))
     }
 
     /// [`ScoringEngine::score`] for async callers: the same steps, and a shared velocity store
@@ -148,14 +141,7 @@ impl ScoringEngine {
             .record_async(&input.user_id, &input.partner_id, now_ms())
             .await
             .map_err(velocity_unavailable)?;
-        Ok(decide(
-            r.bundle,
-            Some(&rules),
-            &r.row,
-            input,
-            velocity,
-            r.as_of,
-        ))
+        Ok(r.decide(&rules, input, velocity))
     }
 
     /// Scores users in bulk from precomputed pipeline rows (batch jobs): same scorecard and
@@ -393,6 +379,24 @@ fn resolve<'a>(
         row,
         as_of: store.as_of,
     })
+}
+
+impl Resolved<'_> {
+    fn decide(
+        &self,
+        rules: &RuleSet,
+        input: &ScoreInput,
+        velocity: VelocityCounts,
+    ) -> ScoreOutcome {
+        decide(
+            self.bundle,
+            Some(rules),
+            &self.row,
+            input,
+            velocity,
+            self.as_of,
+        )
+    }
 }
 
 fn now_ms() -> i64 {

@@ -1,0 +1,98 @@
+//! What the integration tests share: the real server (`server::run_with_metrics`) on
+//! 127.0.0.1:0, a real tonic channel to it, waiting for the engine, and a graceful stop.
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sesame::config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+pub const SCORING: &str = "sesame.v1.CreditScoring";
+
+/// A server started by a test; [`Spawned::shutdown`] stops it as SIGTERM would.
+pub struct Spawned {
+    pub addr: SocketAddr,
+    /// The Prometheus listener, when asked for.
+    pub metrics_addr: Option<SocketAddr>,
+    pub channel: Channel,
+    pub stop: Option<oneshot::Sender<()>>,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Spawned {
+    pub async fn start(config: Config, with_metrics: bool) -> Spawned {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = match with_metrics {
+            true => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind metrics"),
+            ),
+            false => None,
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|m| m.local_addr().expect("metrics addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(sesame::server::run_with_metrics(
+            listener,
+            metrics,
+            config,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        // The listener is bound already: connecting needs no wait.
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        Spawned {
+            addr,
+            metrics_addr,
+            channel,
+            stop: Some(tx),
+            handle,
+        }
+    }
+
+    /// Triggers shutdown and waits for `run` to return (30 s at most).
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task did not panic")
+    }
+}
+
+/// Polls the scoring service's health until SERVING; fails after `timeout`.
+pub async fn wait_serving(channel: Channel, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut health = HealthClient::new(channel);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: SCORING.into(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "engine not SERVING in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
