@@ -58,16 +58,27 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 const MONTH_MS: i64 = 30 * DAY_MS;
 const SHARDS: usize = 32;
 
+/// How often a shard drops the users nobody queried for 30 days.
+const SWEEP_EVERY_MS: i64 = 60_000;
+
 /// Per user: the last query time of each partner (30 days kept). Sharded mutexes keep
 /// contention low without an extra crate.
 pub struct InProcessVelocity {
-    shards: Vec<Mutex<HashMap<String, Vec<(String, i64)>>>>,
+    shards: Vec<Mutex<Shard>>,
+}
+
+#[derive(Default)]
+struct Shard {
+    users: HashMap<String, Vec<(String, i64)>>,
+    /// A user's entries are trimmed when the user is queried again; one never queried again
+    /// would stay for the life of the process, so each shard also sweeps once a minute.
+    next_sweep_ms: i64,
 }
 
 impl Default for InProcessVelocity {
     fn default() -> Self {
         InProcessVelocity {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 }
@@ -91,8 +102,14 @@ impl VelocityStore for InProcessVelocity {
     ) -> Result<VelocityCounts, VelocityError> {
         let shard = &self.shards[shard_of(user)];
         // A poisoned lock only means another thread panicked mid-update; the data is still usable.
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let seen = map.entry(user.to_string()).or_default();
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if now_ms >= shard.next_sweep_ms {
+            shard
+                .users
+                .retain(|_, seen| seen.iter().any(|(_, t)| now_ms - *t < MONTH_MS));
+            shard.next_sweep_ms = now_ms.saturating_add(SWEEP_EVERY_MS);
+        }
+        let seen = shard.users.entry(user.to_string()).or_default();
         seen.retain(|(_, t)| now_ms - *t < MONTH_MS);
         match seen.iter_mut().find(|(p, _)| p == partner) {
             Some(entry) => entry.1 = entry.1.max(now_ms),
@@ -413,5 +430,29 @@ mod tests {
         let c = v("u", "p4", t0 + 40 * DAY_MS);
         assert_eq!((c.partners_1h, c.partners_24h, c.partners_30d), (1, 1, 1));
         assert_eq!(v("other", "p1", t0).partners_30d, 1);
+    }
+
+    #[test]
+    fn users_nobody_queried_for_30_days_are_swept() {
+        let v = InProcessVelocity::default();
+        let held = |v: &InProcessVelocity, u: &str| {
+            v.shards[shard_of(u)]
+                .lock()
+                .map(|s| s.users.contains_key(u))
+                .unwrap_or(false)
+        };
+        let neighbour = (0..1000)
+            .map(|i| format!("u{i}"))
+            .find(|u| shard_of(u) == shard_of("idle") && u != "idle")
+            .expect("another user in the same shard");
+        let t0 = 1_000 * DAY_MS;
+        v.record("idle", "p1", t0).expect("in process");
+        v.record(&neighbour, "p1", t0 + 29 * DAY_MS)
+            .expect("in process");
+        assert!(held(&v, "idle"), "29 days: still inside the window");
+        v.record(&neighbour, "p2", t0 + 30 * DAY_MS + 1)
+            .expect("in process");
+        assert!(!held(&v, "idle"), "30 days: swept");
+        assert!(held(&v, &neighbour));
     }
 }
