@@ -17,7 +17,6 @@ use sesame::security::consent::{unix_now, ConsentKey};
 use sesame::service::pb::admin_client::AdminClient;
 use sesame::service::pb::credit_scoring_client::CreditScoringClient;
 use sesame::service::pb::{self, score_stream_item::Item};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,7 +34,7 @@ const NARROW_KEY: &str = "narrow-partner-key";
 const ENGINE_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 mod support;
-use support::{Spawned, SCORING};
+use support::{http_get, Spawned, SCORING};
 
 struct Running {
     addr: SocketAddr,
@@ -220,18 +219,6 @@ async fn wait_serving(r: &Running) {
     })
     .await
     .expect("engine SERVING within the timeout");
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect metrics");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }
 
 // ------------------------------------------------------------------ no model needed

@@ -197,7 +197,7 @@ fn config(redis_url: &str, prefix: &str, dir: &Path) -> Config {
 }
 
 mod support;
-use support::Spawned;
+use support::{http_get, Spawned};
 
 struct Server {
     client: CreditScoringClient<Channel>,
@@ -208,7 +208,7 @@ struct Server {
 impl Server {
     async fn start(redis_url: &str, prefix: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Spawned::start(config(redis_url, prefix, dir.path()), false).await;
+        let server = Spawned::start(config(redis_url, prefix, dir.path()), true).await;
         support::wait_serving(server.channel.clone(), Duration::from_secs(300)).await;
         Server {
             client: CreditScoringClient::new(server.channel.clone()),
@@ -340,6 +340,14 @@ async fn redis_outage_refuses_score_and_recovers_without_a_restart() {
         assert!(e.message().contains("velocity"), "{}", e.message());
         assert!(!e.message().contains("127.0.0.1"), "{}", e.message());
     }
+
+    // On-call sees the refusals on /metrics, without the store's address.
+    let metrics_addr = s.server.metrics_addr.expect("metrics listener");
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert!(
+        text.contains("sesame_velocity_store_errors_total{store=\"redis\"} 3"),
+        "{text}"
+    );
 
     redis.restart();
     let r = s

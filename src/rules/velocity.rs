@@ -51,6 +51,11 @@ pub trait VelocityStore: Send + Sync {
     fn check(&self) -> Result<(), VelocityError> {
         Ok(())
     }
+
+    /// Queries it could not count since start (each one a refused Score call).
+    fn errors_total(&self) -> u64 {
+        0
+    }
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -159,6 +164,7 @@ pub struct RedisVelocity {
     /// outage, not one per call.
     failures: AtomicU64,
     last_warning_ms: AtomicI64,
+    errors_total: AtomicU64,
 }
 
 impl RedisVelocity {
@@ -177,6 +183,7 @@ impl RedisVelocity {
             multiplexed: Mutex::new(None),
             failures: AtomicU64::new(0),
             last_warning_ms: AtomicI64::new(i64::MIN),
+            errors_total: AtomicU64::new(0),
         })
     }
 
@@ -188,6 +195,7 @@ impl RedisVelocity {
     }
 
     fn warn(&self, e: &VelocityError, now_ms: i64) {
+        self.errors_total.fetch_add(1, Ordering::Relaxed);
         let failed = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let last = self.last_warning_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) >= 10_000
@@ -346,6 +354,10 @@ impl VelocityStore for RedisVelocity {
         self.name.clone()
     }
 
+    fn errors_total(&self) -> u64 {
+        self.errors_total.load(Ordering::Relaxed)
+    }
+
     fn check(&self) -> Result<(), VelocityError> {
         let mut con = self.connect()?;
         redis::cmd("PING")
@@ -409,6 +421,18 @@ impl Velocity {
 
     pub fn check(&self) -> Result<(), VelocityError> {
         self.store().check()
+    }
+
+    /// `in_process` or `redis`: a metrics label without the address.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Velocity::InProcess(_) => "in_process",
+            Velocity::Redis(_) => "redis",
+        }
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.store().errors_total()
     }
 }
 

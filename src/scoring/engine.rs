@@ -116,6 +116,16 @@ impl ScoringEngine {
         &self.config
     }
 
+    /// Where the multi-lending counters live: `in_process` or `redis`.
+    pub fn velocity_store_kind(&self) -> &'static str {
+        self.velocity.kind()
+    }
+
+    /// Score calls refused since start because the velocity store did not answer.
+    pub fn velocity_store_errors(&self) -> u64 {
+        self.velocity.errors_total()
+    }
+
     /// Scores one partner request: features from the store (or inline rows), scorecard, rules.
     /// Safe from many threads. Blocks while a shared velocity store answers; async callers use
     /// [`ScoringEngine::score_async`].

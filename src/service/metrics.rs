@@ -336,6 +336,14 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# HELP sesame_velocity_store_errors_total Score calls refused (UNAVAILABLE) because the velocity store did not answer.\n");
+        out.push_str("# TYPE sesame_velocity_store_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "sesame_velocity_store_errors_total{{store=\"{}\"}} {}",
+            engine.velocity_store_kind(),
+            engine.velocity_store_errors()
+        );
         let _ = writeln!(out, "# HELP sesame_rules_info The rule set in force (value always 1).\n# TYPE sesame_rules_info gauge\nsesame_rules_info{{version=\"{}\"}} 1", clean(&rules.version));
     }
 
