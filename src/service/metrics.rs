@@ -273,7 +273,7 @@ impl Metrics {
         }
     }
 
-    /// Exports the rule counters of `engine` (the rule set in force at each scrape).
+    /// Exports the rule and velocity-store counters of `engine` (read at each scrape).
     pub fn watch_rules(&self, engine: std::sync::Arc<crate::scoring::ScoringEngine>) {
         if let Ok(mut e) = self.engine.lock() {
             *e = Some(engine);
@@ -336,6 +336,13 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(out, "# HELP sesame_rules_info The rule set in force (value always 1).\n# TYPE sesame_rules_info gauge\nsesame_rules_info{{version=\"{}\"}} 1", clean(&rules.version));
+    }
+
+    /// Score calls refused because the velocity store did not answer (`in_process` never fails).
+    fn render_velocity(&self, out: &mut String) {
+        let engine = self.engine.lock().ok().and_then(|e| e.clone());
+        let Some(engine) = engine else { return };
         out.push_str("# HELP sesame_velocity_store_errors_total Score calls refused (UNAVAILABLE) because the velocity store did not answer.\n");
         out.push_str("# TYPE sesame_velocity_store_errors_total counter\n");
         let _ = writeln!(
@@ -344,7 +351,6 @@ impl Metrics {
             engine.velocity_store_kind(),
             engine.velocity_store_errors()
         );
-        let _ = writeln!(out, "# HELP sesame_rules_info The rule set in force (value always 1).\n# TYPE sesame_rules_info gauge\nsesame_rules_info{{version=\"{}\"}} 1", clean(&rules.version));
     }
 
     /// The text exposition format.
@@ -414,6 +420,7 @@ impl Metrics {
             .collect();
         let _ = writeln!(out, "sesame_model_info{{version=\"{version}\"}} 1");
         self.render_rules(&mut out);
+        self.render_velocity(&mut out);
         self.render_psi(&mut out);
         out.push_str(
             "# HELP sesame_reloads_failed_total Reloads (admin or watcher) that were refused.\n",
