@@ -125,6 +125,9 @@ pub struct VelocityConfig {
     pub key_prefix: String,
     /// Longest wait for Redis per call; past it the call is UNAVAILABLE.
     pub timeout: Duration,
+    /// PEM files for a `rediss://` URL: Redis's CA (default: the system's roots) and the
+    /// client certificate and key Redis may ask for.
+    pub tls: crate::rules::velocity::RedisTlsFiles,
 }
 
 impl Default for VelocityConfig {
@@ -133,6 +136,7 @@ impl Default for VelocityConfig {
             redis_url: None,
             key_prefix: "sesame:velocity".to_string(),
             timeout: Duration::from_millis(250),
+            tls: Default::default(),
         }
     }
 }
@@ -303,6 +307,9 @@ struct FileVelocity {
     redis_url: Option<String>,
     key_prefix: Option<String>,
     timeout_ms: Option<u64>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -533,6 +540,16 @@ impl Config {
             if let Some(t) = v.timeout_ms {
                 self.velocity.timeout = Duration::from_millis(t);
             }
+            let tls = &mut self.velocity.tls;
+            for (from, to) in [
+                (v.tls_ca, &mut tls.ca),
+                (v.tls_cert, &mut tls.cert),
+                (v.tls_key, &mut tls.key),
+            ] {
+                if let Some(path) = from {
+                    *to = Some(path).filter(|p| !p.as_os_str().is_empty());
+                }
+            }
         }
         for p in f.partners {
             let rate_per_sec = p.rate_per_sec.unwrap_or(DEFAULT_PARTNER_RATE.0);
@@ -624,6 +641,16 @@ impl Config {
         if let Some(v) = get("SESAME_VELOCITY_TIMEOUT_MS") {
             self.velocity.timeout =
                 Duration::from_millis(parse_num("SESAME_VELOCITY_TIMEOUT_MS", &v)?);
+        }
+        let tls = &mut self.velocity.tls;
+        for (key, to) in [
+            ("SESAME_VELOCITY_TLS_CA", &mut tls.ca),
+            ("SESAME_VELOCITY_TLS_CERT", &mut tls.cert),
+            ("SESAME_VELOCITY_TLS_KEY", &mut tls.key),
+        ] {
+            if let Some(v) = get(key) {
+                *to = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+            }
         }
         if let Some(v) = get("SESAME_PARTNERS") {
             self.partners = parse_partners_env("SESAME_PARTNERS", &v)?;
@@ -777,14 +804,11 @@ impl Config {
             return Err(invalid("audit.path", "must not be empty"));
         }
         let v = &self.velocity;
-        if let Some(url) = &v.redis_url {
-            // Parsed here so that a typo stops the start, not every Score call; the password
-            // in the URL is never echoed.
-            if let Err(e) = redis::Client::open(url.trim()) {
-                return Err(invalid(
-                    "velocity.redis_url",
-                    format!("is not a Redis URL like redis://127.0.0.1:6379/0 ({e})"),
-                ));
+        if let Some(redis) = self.engine_config().velocity_redis {
+            // Built here so that a typo or a bad certificate file stops the start, not every
+            // Score call; the password in the URL is never echoed.
+            if let Err(e) = redis.client() {
+                return Err(invalid(e.field, e.message));
             }
             if v.key_prefix.trim().is_empty() {
                 return Err(invalid("velocity.key_prefix", "must not be empty"));
@@ -795,6 +819,15 @@ impl Config {
                     "must be > 0 and shorter than limits.call_timeout_ms",
                 ));
             }
+        } else if let Some(field) = [
+            ("velocity.tls_ca", v.tls.ca.is_some()),
+            ("velocity.tls_cert", v.tls.cert.is_some()),
+            ("velocity.tls_key", v.tls.key.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(field, set)| set.then_some(field))
+        {
+            return Err(invalid(field, "is set, but velocity.redis_url is not"));
         }
         let t = &self.tls;
         match (&t.cert, &t.key) {
@@ -867,6 +900,7 @@ impl Config {
                     url: url.trim().to_string(),
                     key_prefix: self.velocity.key_prefix.clone(),
                     timeout: self.velocity.timeout,
+                    tls: self.velocity.tls.clone(),
                 }
             }),
         }
@@ -976,6 +1010,80 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("velocity.timeout_ms:"), "{e}");
+    }
+
+    #[test]
+    fn velocity_redis_tls_files_are_read_and_checked_at_start() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let fixture = |name: &str| fixtures.join(name).display().to_string();
+        let load = |pairs: &[(&str, &str)]| Config::load_from(None, env(pairs));
+        let tls_url = ("SESAME_VELOCITY_REDIS_URL", "rediss://127.0.0.1:6380/0");
+        let (ca, cert, key) = (fixture("ca.pem"), fixture("acme.pem"), fixture("acme.key"));
+
+        let mut f = Config::default();
+        f.apply_toml(&format!(
+            "[velocity]\nredis_url = \"rediss://127.0.0.1:6380/0\"\ntls_ca = \"{ca}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"
+        ))
+        .expect("file");
+        f.validate()
+            .expect("a CA, a client certificate and its key");
+        let r = f.engine_config().velocity_redis.expect("redis");
+        assert_eq!(r.tls.ca.as_deref(), Some(Path::new(&ca)));
+        assert!(
+            load(&[tls_url]).is_ok(),
+            "the system's roots, no client certificate"
+        );
+        assert!(load(&[tls_url, ("SESAME_VELOCITY_TLS_CA", &ca)]).is_ok());
+
+        let refused = |pairs: &[(&str, &str)], field: &str, says: &str| {
+            let e = load(pairs).expect_err(field).to_string();
+            assert!(e.starts_with(&format!("{field}:")), "{e}");
+            assert!(e.contains(says), "{e}");
+        };
+        let plain_url = ("SESAME_VELOCITY_REDIS_URL", "redis://127.0.0.1:6379/0");
+        refused(
+            &[plain_url, ("SESAME_VELOCITY_TLS_CA", &ca)],
+            "velocity.tls_ca",
+            "not a rediss://",
+        );
+        refused(
+            &[("SESAME_VELOCITY_TLS_KEY", &key)],
+            "velocity.tls_key",
+            "redis_url is not",
+        );
+        refused(
+            &[tls_url, ("SESAME_VELOCITY_TLS_CERT", &cert)],
+            "velocity.tls_key",
+            "so must be",
+        );
+        refused(
+            &[tls_url, ("SESAME_VELOCITY_TLS_CA", "/no/such/ca.pem")],
+            "velocity.tls_ca",
+            "cannot read /no/such/ca.pem",
+        );
+        // A key where the CA belongs holds no certificate; a certificate is not a key.
+        refused(
+            &[tls_url, ("SESAME_VELOCITY_TLS_CA", &key)],
+            "velocity.tls_ca",
+            "no PEM certificate",
+        );
+        refused(
+            &[
+                tls_url,
+                ("SESAME_VELOCITY_TLS_CERT", &cert),
+                ("SESAME_VELOCITY_TLS_KEY", &cert),
+            ],
+            "velocity.tls_key",
+            "not a PEM private key",
+        );
+        refused(
+            &[(
+                "SESAME_VELOCITY_REDIS_URL",
+                "rediss://127.0.0.1:6380/#insecure",
+            )],
+            "velocity.redis_url",
+            "#insecure",
+        );
     }
 
     #[test]

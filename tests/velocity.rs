@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sesame::config::{sha256_hex, Config, PartnerConfig, DEMO_CONSENT_SECRET};
-use sesame::rules::velocity::{RedisVelocity, RedisVelocityConfig};
+use sesame::rules::velocity::{RedisTlsFiles, RedisVelocity, RedisVelocityConfig};
 use sesame::rules::{InProcessVelocity, VelocityStore};
 use sesame::security::consent::{unix_now, ConsentKey};
 use sesame::service::pb;
@@ -27,11 +27,37 @@ struct TempRedis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// TLS only (no plain port), with the test CA's server certificate, and clients must show
+    /// a certificate signed by that CA (`tls-auth-clients yes`, Redis's default).
+    tls: bool,
+}
+
+/// The test PKI of tests/fixtures/tls (scripts/make-test-certs.sh).
+fn tls_fixture(name: &str) -> PathBuf {
+    crate_path("tests/fixtures/tls").join(name)
+}
+
+/// The files a client of the TLS Redis needs: the test CA and the `acme` client certificate.
+fn tls_client_files() -> RedisTlsFiles {
+    RedisTlsFiles {
+        ca: Some(tls_fixture("ca.pem")),
+        cert: Some(tls_fixture("acme.pem")),
+        key: Some(tls_fixture("acme.key")),
+    }
 }
 
 impl TempRedis {
     /// `None` (and the reason printed) when `redis-server` cannot run here.
     fn start(test: &str) -> Option<TempRedis> {
+        Self::start_with(test, false)
+    }
+
+    /// As [`TempRedis::start`], serving TLS only.
+    fn start_tls(test: &str) -> Option<TempRedis> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, tls: bool) -> Option<TempRedis> {
         let port = match StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
             Ok(a) => a.port(),
             Err(e) => {
@@ -43,6 +69,7 @@ impl TempRedis {
             port,
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            tls,
         };
         match r.spawn() {
             Ok(()) => Some(r),
@@ -54,8 +81,20 @@ impl TempRedis {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1"]);
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(tls_fixture("server.pem"))
+                .arg("--tls-key-file")
+                .arg(tls_fixture("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(tls_fixture("ca.pem"));
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        let child = cmd
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -66,8 +105,9 @@ impl TempRedis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let ping = redis::Client::open(self.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            let ping = self
+                .client()
+                .get_connection_with_timeout(Duration::from_millis(200))
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             if ping.is_ok() {
                 return Ok(());
@@ -80,7 +120,27 @@ impl TempRedis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// What a store pointed at this server is configured with.
+    fn store_config(&self, prefix: &str) -> RedisVelocityConfig {
+        RedisVelocityConfig {
+            url: self.url(),
+            key_prefix: prefix.to_string(),
+            timeout: Duration::from_millis(500),
+            tls: if self.tls {
+                tls_client_files()
+            } else {
+                RedisTlsFiles::default()
+            },
+        }
+    }
+
+    /// A client for checking what the stores wrote.
+    fn client(&self) -> redis::Client {
+        self.store_config("").client().expect("client config")
     }
 
     fn stop(&mut self) {
@@ -103,12 +163,7 @@ impl Drop for TempRedis {
 }
 
 fn store(redis: &TempRedis, prefix: &str) -> RedisVelocity {
-    RedisVelocity::new(RedisVelocityConfig {
-        url: redis.url(),
-        key_prefix: prefix.to_string(),
-        timeout: Duration::from_millis(500),
-    })
-    .expect("url parses")
+    RedisVelocity::new(redis.store_config(prefix)).expect("url parses")
 }
 
 /// 3,000 queries over 20 users and 9 partners, times on a half-hour grid (so queries land
@@ -151,9 +206,7 @@ async fn redis_store_counts_like_the_in_process_store() {
     // The sequence exercised windows that differ, not only counts of 1.
     assert!(seen_1h >= 2 && seen_24h > seen_1h && seen_30d > seen_24h);
     // Idle users' keys expire with the 30-day window instead of growing forever.
-    let mut con = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("connect");
+    let mut con = redis.client().get_connection().expect("connect");
     let ttl: i64 = redis::cmd("PTTL")
         .arg("t-equal:U0")
         .query(&mut con)
@@ -176,7 +229,7 @@ fn partner_key(i: usize) -> String {
 }
 
 /// Demo mode, the shipped model and rules, five lenders allowed `cash_loan`, velocity in Redis.
-fn config(redis_url: &str, prefix: &str, dir: &Path) -> Config {
+fn config(redis: &TempRedis, prefix: &str, dir: &Path) -> Config {
     let mut c = Config::default();
     c.model_dir = crate_path("models");
     c.data_dir = crate_path("datasets/demo");
@@ -191,8 +244,10 @@ fn config(redis_url: &str, prefix: &str, dir: &Path) -> Config {
             &["cash_loan"],
         ));
     }
-    c.velocity.redis_url = Some(redis_url.to_string());
-    c.velocity.key_prefix = prefix.to_string();
+    let store = redis.store_config(prefix);
+    c.velocity.redis_url = Some(store.url);
+    c.velocity.key_prefix = store.key_prefix;
+    c.velocity.tls = store.tls;
     c
 }
 
@@ -206,9 +261,9 @@ struct Server {
 }
 
 impl Server {
-    async fn start(redis_url: &str, prefix: &str) -> Server {
+    async fn start(redis: &TempRedis, prefix: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Spawned::start(config(redis_url, prefix, dir.path()), true).await;
+        let server = Spawned::start(config(redis, prefix, dir.path()), true).await;
         support::wait_serving(server.channel.clone(), Duration::from_secs(300)).await;
         Server {
             client: CreditScoringClient::new(server.channel.clone()),
@@ -273,8 +328,8 @@ async fn two_servers_sharing_redis_count_one_users_lenders_together() {
     else {
         return;
     };
-    let a = Server::start(&redis.url(), "t-two").await;
-    let b = Server::start(&redis.url(), "t-two").await;
+    let a = Server::start(&redis, "t-two").await;
+    let b = Server::start(&redis, "t-two").await;
     let applicant = pb::ApplicantData {
         identity: Some(pb::IdentityFacts {
             signup_date: Some("2023-03-01".into()),
@@ -320,7 +375,7 @@ async fn redis_outage_refuses_score_and_recovers_without_a_restart() {
     else {
         return;
     };
-    let s = Server::start(&redis.url(), "t-outage").await;
+    let s = Server::start(&redis, "t-outage").await;
     let user = demo_user();
     s.score(&user, 1).await.expect("scored while Redis is up");
     s.score(&user, 2).await.expect("scored again");
@@ -355,5 +410,89 @@ async fn redis_outage_refuses_score_and_recovers_without_a_restart() {
         .await
         .expect("scored right after Redis is back");
     assert!(!multi_lending_hit(&r));
+    s.shutdown().await;
+}
+
+/// Redis over TLS only, checking client certificates: a store with the test CA and the `acme`
+/// client certificate counts on both paths (blocking and async); one that trusts another CA, or
+/// shows no client certificate, is refused on both, so the certificates are really checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_checks_both_certificates() {
+    let Some(redis) = TempRedis::start_tls("redis_over_tls_checks_both_certificates") else {
+        return;
+    };
+    let now = 20_000 * 24 * HOUR_MS;
+    let good = store(&redis, "t-tls");
+    assert!(
+        good.describe().starts_with("redis (TLS) 127.0.0.1:"),
+        "{}",
+        good.describe()
+    );
+    let first = good
+        .record("U1", "p1", now)
+        .expect("counted over TLS (blocking)");
+    let second = good
+        .record_async("U1", "p2", now)
+        .await
+        .expect("counted over TLS (async)");
+    assert_eq!((first.partners_1h, second.partners_1h), (1, 2));
+
+    let mut wrong_ca = redis.store_config("t-tls");
+    wrong_ca.tls.ca = Some(tls_fixture("rogue-ca.pem"));
+    let mut no_client_cert = redis.store_config("t-tls");
+    no_client_cert.tls.cert = None;
+    no_client_cert.tls.key = None;
+    for (case, config) in [
+        ("another CA", wrong_ca),
+        ("no client certificate", no_client_cert),
+    ] {
+        let refused = RedisVelocity::new(config).expect("config is well formed");
+        let e = refused
+            .record("U1", "p3", now)
+            .expect_err("refused (blocking)");
+        println!("{case}, blocking: {e}");
+        assert!(
+            e.to_string().to_lowercase().contains("certificate"),
+            "{case}: {e}"
+        );
+        let e = refused
+            .record_async("U1", "p3", now)
+            .await
+            .expect_err("refused (async)");
+        println!("{case}, async: {e}");
+        assert!(
+            e.to_string().to_lowercase().contains("certificate"),
+            "{case}: {e}"
+        );
+    }
+    // Nothing the refused stores tried was counted.
+    let mut con = redis.client().get_connection().expect("connect");
+    let partners: i64 = redis::cmd("ZCARD")
+        .arg("t-tls:U1")
+        .query(&mut con)
+        .expect("zcard");
+    assert_eq!(partners, 2);
+}
+
+/// A real server configured for Redis over TLS (URL and the three files, as in the config
+/// file) counts a stored user's lenders there: five lenders, the fifth answer carries the
+/// multi-lending rule, and the user's key in Redis holds the five partners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_counts_in_redis_over_tls() {
+    let Some(redis) = TempRedis::start_tls("a_server_counts_in_redis_over_tls") else {
+        return;
+    };
+    let s = Server::start(&redis, "t-tls-server").await;
+    let user = demo_user();
+    for lender in 1..=5 {
+        let r = s.score(&user, lender).await.expect("scored");
+        assert_eq!(multi_lending_hit(&r), lender == 5, "lender {lender}");
+    }
+    let mut con = redis.client().get_connection().expect("connect");
+    let partners: i64 = redis::cmd("ZCARD")
+        .arg(format!("t-tls-server:{user}"))
+        .query(&mut con)
+        .expect("zcard");
+    assert_eq!(partners, 5);
     s.shutdown().await;
 }

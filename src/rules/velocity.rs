@@ -2,6 +2,7 @@
 //! signal). In process by default; [`RedisVelocity`] shares the counts between servers.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -138,6 +139,146 @@ pub struct RedisVelocityConfig {
     pub key_prefix: String,
     /// Longest wait for a connection or a reply; past it the Score call is UNAVAILABLE.
     pub timeout: Duration,
+    /// Certificates for a `rediss://` URL; must be empty for `redis://`.
+    pub tls: RedisTlsFiles,
+}
+
+/// PEM files for a `rediss://` (TLS) URL. Without `ca`, the system's trusted roots check Redis's
+/// certificate (managed services sign theirs with a public CA). `cert` + `key` are the client
+/// certificate that Redis asks for when it checks its clients (`tls-auth-clients yes`, its
+/// default when TLS is on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Why a Redis store cannot be set up from its configuration, naming the setting to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RedisSetupError {
+    /// The key as written in the config file (`velocity.redis_url`).
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn setup_error(field: &'static str, message: impl Into<String>) -> RedisSetupError {
+    RedisSetupError {
+        field,
+        message: message.into(),
+    }
+}
+
+fn read_setup_file(field: &'static str, path: &Path) -> Result<Vec<u8>, RedisSetupError> {
+    std::fs::read(path)
+        .map_err(|e| setup_error(field, format!("cannot read {}: {e}", path.display())))
+}
+
+/// The file's PEM certificates, refused when it holds none (an empty trust store would fail
+/// every call, long after the start).
+fn read_pem_certificates(field: &'static str, path: &Path) -> Result<Vec<u8>, RedisSetupError> {
+    use rustls_pki_types::pem::PemObject;
+    let bytes = read_setup_file(field, path)?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            setup_error(
+                field,
+                format!("{}: not PEM certificates ({e})", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(setup_error(
+            field,
+            format!("{}: holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+impl RedisVelocityConfig {
+    /// The Redis client: the URL parsed and, for `rediss://`, the TLS files read and parsed.
+    /// Config validation builds it too, so a file that passes at start is the one that serves.
+    pub fn client(&self) -> Result<redis::Client, RedisSetupError> {
+        let url_error = |m: String| setup_error("velocity.redis_url", m);
+        let plain = redis::Client::open(self.url.as_str()).map_err(|e| {
+            url_error(format!(
+                "is not a Redis URL like redis://127.0.0.1:6379/0 or rediss://host:6380/0 ({e})"
+            ))
+        })?;
+        let tls = match plain.get_connection_info().addr() {
+            redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err(url_error(
+                    "`#insecure` would accept any certificate; give Redis's CA in velocity.tls_ca instead"
+                        .into(),
+                ))
+            }
+            redis::ConnectionAddr::TcpTls { .. } => true,
+            _ => false,
+        };
+        let files = &self.tls;
+        let set = [
+            ("velocity.tls_ca", files.ca.is_some()),
+            ("velocity.tls_cert", files.cert.is_some()),
+            ("velocity.tls_key", files.key.is_some()),
+        ];
+        if !tls {
+            return match set.iter().find(|(_, is_set)| *is_set) {
+                Some((field, _)) => Err(setup_error(
+                    field,
+                    "is set, but velocity.redis_url is not a rediss:// (TLS) URL",
+                )),
+                None => Ok(plain),
+            };
+        }
+        let client_tls = match (&files.cert, &files.key) {
+            (Some(cert), Some(key)) => {
+                let client_key = read_setup_file("velocity.tls_key", key)?;
+                {
+                    use rustls_pki_types::pem::PemObject;
+                    rustls_pki_types::PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
+                        setup_error(
+                            "velocity.tls_key",
+                            format!("{}: not a PEM private key ({e})", key.display()),
+                        )
+                    })?;
+                }
+                Some(redis::ClientTlsConfig {
+                    client_cert: read_pem_certificates("velocity.tls_cert", cert)?,
+                    client_key,
+                })
+            }
+            (Some(_), None) => {
+                return Err(setup_error(
+                    "velocity.tls_key",
+                    "velocity.tls_cert is set; so must be its key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(setup_error(
+                    "velocity.tls_cert",
+                    "velocity.tls_key is set; so must be its certificate",
+                ))
+            }
+            (None, None) => None,
+        };
+        let root_cert = match &files.ca {
+            Some(ca) => Some(read_pem_certificates("velocity.tls_ca", ca)?),
+            None => None,
+        };
+        if client_tls.is_none() && root_cert.is_none() {
+            return Ok(plain); // the system's roots, no client certificate
+        }
+        redis::Client::build_with_tls(
+            self.url.as_str(),
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+        .map_err(|e| url_error(format!("cannot set up TLS: {e}")))
+    }
 }
 
 /// Most connections kept open between calls (one per call in flight is enough).
@@ -170,11 +311,15 @@ pub struct RedisVelocity {
 impl RedisVelocity {
     /// Checks the URL; connects on first use (a Redis that is down at start is not fatal).
     pub fn new(config: RedisVelocityConfig) -> Result<RedisVelocity, VelocityError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| VelocityError {
+        let client = config.client().map_err(|e| VelocityError {
             store: "redis".into(),
-            message: format!("bad url: {e}"),
+            message: e.to_string(),
         })?;
-        let name = format!("redis {}", client.get_connection_info().addr());
+        let tls = match client.get_connection_info().addr() {
+            redis::ConnectionAddr::TcpTls { .. } => " (TLS)",
+            _ => "",
+        };
+        let name = format!("redis{tls} {}", client.get_connection_info().addr());
         Ok(RedisVelocity {
             client,
             config,
