@@ -6,13 +6,49 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-/// A temporary path beside `path` (same directory, so the final rename is atomic).
+/// A temporary path beside `path` (same directory, so the final rename is atomic):
+/// `.<name>.<pid>.tmp`. Temporaries that killed runs left for the same `path` (their process
+/// is gone) are removed first, so a re-run cleans up after a `kill -9` instead of leaving
+/// hidden files of up to the output's size behind.
 pub fn temp_beside(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
+    remove_stale_temps(path, &name);
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Removes `.<name>.<pid>.tmp` beside `path` whose process no longer runs. Only where `/proc`
+/// tells which processes run (Linux); a file of a live process, or of a pid since reused, is
+/// left alone.
+fn remove_stale_temps(path: &Path, name: &str) {
+    let proc_root = Path::new("/proc");
+    if !proc_root.join("self").exists() {
+        return;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if !proc_root.join(pid).exists() && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed a temporary file a killed run left");
+        }
+    }
 }
 
 /// Writes `df` as Parquet (zstd) to a temporary file and renames it into place.
@@ -51,4 +87,31 @@ pub fn read_parquet(path: &Path) -> anyhow::Result<DataFrame> {
 pub fn parse_date(what: &str, s: &str) -> anyhow::Result<chrono::NaiveDate> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| anyhow::anyhow!("{what}: '{s}' is not a date in YYYY-MM-DD form"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_of_dead_runs_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("scores.parquet");
+        // No process has a pid this large (Linux's pid_max is at most 2^22); pid 1 always runs.
+        let dead = dir.path().join(".scores.parquet.999999999.tmp");
+        let live = dir.path().join(".scores.parquet.1.tmp");
+        let other = dir.path().join(".other.parquet.999999999.tmp");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"half a file").unwrap();
+        }
+        let tmp = temp_beside(&out);
+        assert_eq!(
+            tmp,
+            dir.path()
+                .join(format!(".scores.parquet.{}.tmp", std::process::id()))
+        );
+        assert!(!dead.exists(), "a killed run's temporary is removed");
+        assert!(live.exists(), "a running process's temporary is kept");
+        assert!(other.exists(), "another output's temporary is not touched");
+    }
 }
