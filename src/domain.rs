@@ -75,13 +75,20 @@ impl std::fmt::Display for FeatureValue {
                 write!(f, "{}", *v as i64)
             }
             FeatureValue::Num(v) => {
-                // Reason texts print values on every Score call, and `{:.4}` falls back to the
-                // slow Dragon4 path for short values such as 0.25. A value that is exactly
-                // m / 10⁴ prints the same digits from integers.
-                let m = (v * 1e4).round();
-                if m.abs() < 1e15 && m / 1e4 == *v {
+                // Reason texts print values on every Score call, and `{:.4}` often falls back
+                // to the slow Dragon4 path (~1 µs a value here). The same digits come from
+                // integers when rounding v × 10⁴ is rounding v's exact value: v is exactly
+                // m / 10⁴, or v × 10⁴ is small enough that its rounding error (< 1.2e-7) cannot
+                // cross the half that it stays well clear of. Ties and near-ties, and big
+                // values, go to the formatter.
+                let x = v * 1e4;
+                let m = x.round();
+                let exact = m.abs() < 1e15 && m / 1e4 == *v;
+                let clear_of_half = x.abs() < 1e9 && ((x - x.floor()) - 0.5).abs() > 1e-6;
+                if exact || clear_of_half {
                     let a = (m as i64).unsigned_abs();
-                    let sign = if m < 0.0 { "-" } else { "" };
+                    // `{:.4}` keeps the sign of a negative value that rounds to zero.
+                    let sign = if *v < 0.0 { "-" } else { "" };
                     write!(f, "{sign}{}.{:04}", a / 10_000, a % 10_000)
                 } else {
                     write!(f, "{v:.4}")
@@ -263,6 +270,20 @@ mod tests {
         values.extend((-20_000..20_000).map(|k| k as f64 / 1e4 + 0.5e-4 * (k % 3) as f64));
         values.extend((1..2_000).map(|k| (k as f64).sqrt() * 1e-3));
         values.extend([123_456.789_01, -98_765.4321, 1e14 + 0.5, 3e14 / 7.0]);
+        values.extend([-0.00001, -0.00004999, 0.00004999, 99_999.999_95, -1e5 / 3.0]);
+        // Ratios and rates as features produce them, over many magnitudes, and values a hair
+        // either side of a half at the fourth decimal.
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
+        for _ in 0..200_000 {
+            let num = rand::Rng::random_range(&mut rng, -50_000i64..50_000) as f64;
+            let den = rand::Rng::random_range(&mut rng, 1i64..5_000) as f64;
+            let scale = 10f64.powi(rand::Rng::random_range(&mut rng, -6..8));
+            values.push(num / den * scale);
+        }
+        for k in -3_000i64..3_000 {
+            let half = (k as f64 + 0.5) / 1e4;
+            values.extend([half, half + 1e-12, half - 1e-12, half + 1e-10, half - 1e-10]);
+        }
         for v in values {
             if v.fract() == 0.0 {
                 continue; // whole numbers print without decimals

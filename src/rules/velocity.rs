@@ -556,7 +556,9 @@ impl Velocity {
     ) -> Result<VelocityCounts, VelocityError> {
         match self {
             Velocity::InProcess(v) => v.record(user, partner, now_ms),
-            Velocity::Redis(v) => v.record_async(user, partner, now_ms).await,
+            // Boxed: the Redis future is ~2.5 KB, and inline it would make every Score call's
+            // future that size, copied at each await level, in process or not.
+            Velocity::Redis(v) => Box::pin(v.record_async(user, partner, now_ms)).await,
         }
     }
 
