@@ -25,19 +25,24 @@ pub struct Scoring {
 }
 
 /// Runs a handler body and records its code and latency.
-pub(crate) async fn observed<T>(
-    metrics: &Metrics,
+///
+/// A plain function returning `body` mapped, not an `async fn`: an async fn keeps its future
+/// argument and the awaited copy side by side, which doubled the Score call's future (to 5 KB,
+/// copied at every await level; `memmove` was 9 % of the server's CPU under Score).
+pub(crate) fn observed<'a, T>(
+    metrics: &'a Metrics,
     method: Method,
-    body: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
+    body: impl Future<Output = Result<T, Status>> + 'a,
+) -> impl Future<Output = Result<T, Status>> + 'a {
     let start = Instant::now();
-    let r = body.await;
-    let code = match &r {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    };
-    metrics.observe(method, code, start.elapsed());
-    r
+    body.map(move |r| {
+        let code = match &r {
+            Ok(_) => Code::Ok,
+            Err(s) => s.code(),
+        };
+        metrics.observe(method, code, start.elapsed());
+        r
+    })
 }
 
 impl Scoring {
@@ -146,9 +151,9 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
                 .state
                 .auth
                 .partner(request.metadata(), client_cert(&request));
-            let resp = self
-                .audited(Method::Score, partner, request.into_inner())
-                .await?;
+            // On the heap: the call's state (~2 KB) is then built in one place instead of
+            // being copied through every wrapper above it (tonic's box, `observed`).
+            let resp = Box::pin(self.audited(Method::Score, partner, request.into_inner())).await?;
             Ok(Response::new(resp))
         })
         .await
