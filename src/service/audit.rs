@@ -28,7 +28,9 @@ fn clip(s: &str) -> String {
 pub struct Draft {
     method: Method,
     partner: String,
-    user_ref: String,
+    /// The id as asked; hashed into the record's opaque `user_ref` only when a record is
+    /// written (a SHA-256 per call saved when the audit is off).
+    user_id: String,
     scenario: String,
     request_id: String,
 }
@@ -38,11 +40,7 @@ impl Draft {
         Draft {
             method,
             partner: UNKNOWN_PARTNER.to_string(),
-            user_ref: if req.user_id.trim().is_empty() {
-                String::new()
-            } else {
-                user_ref(&req.user_id)
-            },
+            user_id: req.user_id.trim().to_string(),
             scenario: clip(&req.scenario),
             request_id: clip(&req.request_id),
         }
@@ -76,7 +74,11 @@ impl Draft {
             ts_ms: chrono::Utc::now().timestamp_millis(),
             method: self.method.as_str().to_string(),
             partner: self.partner,
-            user_ref: self.user_ref,
+            user_ref: if self.user_id.is_empty() {
+                String::new()
+            } else {
+                user_ref(&self.user_id)
+            },
             scenario: self.scenario,
             request_id: self.request_id,
             decision,

@@ -271,7 +271,8 @@ pub fn score_response(o: ScoreOutcome) -> pb::ScoreResponse {
             .collect(),
         params: o.params.into_iter().collect(),
         model_version: o.model_version,
-        features_as_of: o.features_as_of.format("%Y-%m-%d").to_string(),
+        // Display is YYYY-MM-DD, without parsing a strftime pattern on every call.
+        features_as_of: o.features_as_of.to_string(),
     }
 }
 
