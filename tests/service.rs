@@ -1067,7 +1067,7 @@ async fn engine_live_psi_matches_offline_psi_of_the_scores_given() {
 /// starts exactly rate × duration calls on schedule, each answered (none lost or doubled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_open_loop_starts_every_scheduled_call() {
-    use sesame::service::bench::{self, BenchArgs, Rate, Rpc};
+    use sesame::service::bench::{self, Arrivals, BenchArgs, Rate, Rpc};
     let r = start(config_with_engine(), vec![]).await;
     wait_serving(&r).await;
     let args = BenchArgs {
@@ -1082,6 +1082,7 @@ async fn bench_open_loop_starts_every_scheduled_call() {
         partner: sesame::config::DEMO_PARTNER_ID.into(),
         consent_secret: DEMO_CONSENT_SECRET.into(),
         rate: Some(Rate::ShareOfMax(0.25)),
+        arrivals: Arrivals::Ticks,
         // The server runs in this process: its CPU per call is read from our own /proc entry.
         server_pid: Some(std::process::id()),
         threads: 1,
@@ -1101,16 +1102,25 @@ async fn bench_open_loop_starts_every_scheduled_call() {
         assert!(cpu(r.client_cpu_us) && cpu(r.server_cpu_us), "{r}");
         assert!(r.to_string().contains("CPU per call: client"), "{r}");
     }
-    // Ping at a fixed rate needs no user.
+    // Ping at a fixed rate needs no user; Poisson arrivals start every scheduled call too.
+    for arrivals in [Arrivals::Ticks, Arrivals::Poisson] {
+        let args = BenchArgs {
+            rpc: Rpc::Ping,
+            user: None,
+            rate: Some(Rate::PerSecond(300.0)),
+            arrivals,
+            ..args.clone()
+        };
+        let reports = bench::run(&args).await.expect("bench ping");
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].ok, 150, "{arrivals:?}: {}", reports[0]);
+        assert!(reports[0].errors.is_empty(), "{arrivals:?}: {}", reports[0]);
+    }
     let args = BenchArgs {
         rpc: Rpc::Ping,
         user: None,
-        rate: Some(Rate::PerSecond(300.0)),
         ..args
     };
-    let reports = bench::run(&args).await.expect("bench ping");
-    assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!(reports[0].ok, 150, "{}", reports[0]);
     // A server pid that does not exist is refused, naming the flag.
     let args = BenchArgs {
         server_pid: Some(u32::MAX),
