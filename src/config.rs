@@ -1076,6 +1076,16 @@ mod tests {
             "velocity.tls_key",
             "not a PEM private key",
         );
+        let other_key = fixture("rogue.key");
+        refused(
+            &[
+                tls_url,
+                ("SESAME_VELOCITY_TLS_CERT", &cert),
+                ("SESAME_VELOCITY_TLS_KEY", &other_key),
+            ],
+            "velocity.tls_key",
+            "cannot sign for velocity.tls_cert's certificate",
+        );
         refused(
             &[(
                 "SESAME_VELOCITY_REDIS_URL",

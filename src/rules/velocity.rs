@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 /// Distinct partners that queried the user in each window, the current query included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VelocityCounts {
@@ -178,9 +181,8 @@ fn read_setup_file(field: &'static str, path: &Path) -> Result<Vec<u8>, RedisSet
 /// The file's PEM certificates, refused when it holds none (an empty trust store would fail
 /// every call, long after the start).
 fn read_pem_certificates(field: &'static str, path: &Path) -> Result<Vec<u8>, RedisSetupError> {
-    use rustls_pki_types::pem::PemObject;
     let bytes = read_setup_file(field, path)?;
-    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             setup_error(
@@ -195,6 +197,36 @@ fn read_pem_certificates(field: &'static str, path: &Path) -> Result<Vec<u8>, Re
         ));
     }
     Ok(bytes)
+}
+
+/// Refuses a key that is not a PEM private key, or not the key of the certificate: found here,
+/// not at the first connection, where it would refuse every Score call instead of the start.
+fn check_client_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    key_path: &Path,
+) -> Result<(), RedisSetupError> {
+    let field = "velocity.tls_key";
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        setup_error(
+            field,
+            format!("{}: not a PEM private key ({e})", key_path.display()),
+        )
+    })?;
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| setup_error("velocity.tls_cert", e.to_string()))?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .map(|_| ())
+        .map_err(|e| {
+            setup_error(
+                field,
+                format!(
+                    "{}: cannot sign for velocity.tls_cert's certificate ({e})",
+                    key_path.display()
+                ),
+            )
+        })
 }
 
 impl RedisVelocityConfig {
@@ -234,18 +266,11 @@ impl RedisVelocityConfig {
         }
         let client_tls = match (&files.cert, &files.key) {
             (Some(cert), Some(key)) => {
+                let client_cert = read_pem_certificates("velocity.tls_cert", cert)?;
                 let client_key = read_setup_file("velocity.tls_key", key)?;
-                {
-                    use rustls_pki_types::pem::PemObject;
-                    rustls_pki_types::PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
-                        setup_error(
-                            "velocity.tls_key",
-                            format!("{}: not a PEM private key ({e})", key.display()),
-                        )
-                    })?;
-                }
+                check_client_key(&client_cert, &client_key, key)?;
                 Some(redis::ClientTlsConfig {
-                    client_cert: read_pem_certificates("velocity.tls_cert", cert)?,
+                    client_cert,
                     client_key,
                 })
             }
