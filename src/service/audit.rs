@@ -23,8 +23,9 @@ fn clip(s: &str) -> String {
     s[..end].to_string()
 }
 
-/// The record of a call in progress: what the request asked, who asked.
-#[derive(Debug, Clone)]
+/// The record of a call in progress: what the request asked, who asked. Not `Debug`: it holds
+/// the raw user id until the record is written, and must never reach a log line.
+#[derive(Clone)]
 pub struct Draft {
     method: Method,
     partner: String,
