@@ -819,14 +819,7 @@ impl Config {
                     "must be > 0 and shorter than limits.call_timeout_ms",
                 ));
             }
-        } else if let Some(field) = [
-            ("velocity.tls_ca", v.tls.ca.is_some()),
-            ("velocity.tls_cert", v.tls.cert.is_some()),
-            ("velocity.tls_key", v.tls.key.is_some()),
-        ]
-        .into_iter()
-        .find_map(|(field, set)| set.then_some(field))
-        {
+        } else if let Some(field) = v.tls.first_set() {
             return Err(invalid(field, "is set, but velocity.redis_url is not"));
         }
         let t = &self.tls;

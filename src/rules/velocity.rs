@@ -157,6 +157,19 @@ pub struct RedisTlsFiles {
     pub key: Option<PathBuf>,
 }
 
+impl RedisTlsFiles {
+    /// The config key of the first file that is set, to name in an error when none may be.
+    pub fn first_set(&self) -> Option<&'static str> {
+        [
+            ("velocity.tls_ca", &self.ca),
+            ("velocity.tls_cert", &self.cert),
+            ("velocity.tls_key", &self.key),
+        ]
+        .into_iter()
+        .find_map(|(field, file)| file.is_some().then_some(field))
+    }
+}
+
 /// Why a Redis store cannot be set up from its configuration, naming the setting to fix.
 #[derive(Debug, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -180,7 +193,13 @@ fn read_setup_file(field: &'static str, path: &Path) -> Result<Vec<u8>, RedisSet
 
 /// The file's PEM certificates, refused when it holds none (an empty trust store would fail
 /// every call, long after the start).
-fn read_pem_certificates(field: &'static str, path: &Path) -> Result<Vec<u8>, RedisSetupError> {
+/// The file's bytes (what the redis crate takes) and its certificates, parsed once.
+type PemCertificates = (Vec<u8>, Vec<CertificateDer<'static>>);
+
+fn read_pem_certificates(
+    field: &'static str,
+    path: &Path,
+) -> Result<PemCertificates, RedisSetupError> {
     let bytes = read_setup_file(field, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -196,13 +215,13 @@ fn read_pem_certificates(field: &'static str, path: &Path) -> Result<Vec<u8>, Re
             format!("{}: holds no PEM certificate", path.display()),
         ));
     }
-    Ok(bytes)
+    Ok((bytes, certs))
 }
 
 /// Refuses a key that is not a PEM private key, or not the key of the certificate: found here,
 /// not at the first connection, where it would refuse every Score call instead of the start.
 fn check_client_key(
-    cert_pem: &[u8],
+    chain: Vec<CertificateDer<'static>>,
     key_pem: &[u8],
     key_path: &Path,
 ) -> Result<(), RedisSetupError> {
@@ -213,9 +232,6 @@ fn check_client_key(
             format!("{}: not a PEM private key ({e})", key_path.display()),
         )
     })?;
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| setup_error("velocity.tls_cert", e.to_string()))?;
     rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
         .map(|_| ())
         .map_err(|e| {
@@ -250,14 +266,9 @@ impl RedisVelocityConfig {
             _ => false,
         };
         let files = &self.tls;
-        let set = [
-            ("velocity.tls_ca", files.ca.is_some()),
-            ("velocity.tls_cert", files.cert.is_some()),
-            ("velocity.tls_key", files.key.is_some()),
-        ];
         if !tls {
-            return match set.iter().find(|(_, is_set)| *is_set) {
-                Some((field, _)) => Err(setup_error(
+            return match files.first_set() {
+                Some(field) => Err(setup_error(
                     field,
                     "is set, but velocity.redis_url is not a rediss:// (TLS) URL",
                 )),
@@ -266,9 +277,9 @@ impl RedisVelocityConfig {
         }
         let client_tls = match (&files.cert, &files.key) {
             (Some(cert), Some(key)) => {
-                let client_cert = read_pem_certificates("velocity.tls_cert", cert)?;
+                let (client_cert, chain) = read_pem_certificates("velocity.tls_cert", cert)?;
                 let client_key = read_setup_file("velocity.tls_key", key)?;
-                check_client_key(&client_cert, &client_key, key)?;
+                check_client_key(chain, &client_key, key)?;
                 Some(redis::ClientTlsConfig {
                     client_cert,
                     client_key,
@@ -289,7 +300,7 @@ impl RedisVelocityConfig {
             (None, None) => None,
         };
         let root_cert = match &files.ca {
-            Some(ca) => Some(read_pem_certificates("velocity.tls_ca", ca)?),
+            Some(ca) => Some(read_pem_certificates("velocity.tls_ca", ca)?.0),
             None => None,
         };
         if client_tls.is_none() && root_cert.is_none() {
