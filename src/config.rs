@@ -115,6 +115,11 @@ pub struct TlsConfig {
     pub require_client_cert: bool,
 }
 
+/// Bounds of `velocity.probe_interval_ms`: more often is load on Redis for nothing; less often
+/// leaves a load balancer sending calls that fail for a minute.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Where the multi-lending counters live (docs/rules.md, "Velocity").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VelocityConfig {
@@ -125,6 +130,9 @@ pub struct VelocityConfig {
     pub key_prefix: String,
     /// Longest wait for Redis per call; past it the call is UNAVAILABLE.
     pub timeout: Duration,
+    /// How often the server PINGs Redis for its health status (and at once after a failed
+    /// call); while it does not answer, `sesame.v1.CreditScoring` is NOT_SERVING.
+    pub probe_interval: Duration,
     /// PEM files for a `rediss://` URL: Redis's CA (default: the system's roots) and the
     /// client certificate and key Redis may ask for.
     pub tls: crate::rules::velocity::RedisTlsFiles,
@@ -136,6 +144,7 @@ impl Default for VelocityConfig {
             redis_url: None,
             key_prefix: "sesame:velocity".to_string(),
             timeout: Duration::from_millis(250),
+            probe_interval: Duration::from_secs(1),
             tls: Default::default(),
         }
     }
@@ -307,6 +316,7 @@ struct FileVelocity {
     redis_url: Option<String>,
     key_prefix: Option<String>,
     timeout_ms: Option<u64>,
+    probe_interval_ms: Option<u64>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -540,6 +550,9 @@ impl Config {
             if let Some(t) = v.timeout_ms {
                 self.velocity.timeout = Duration::from_millis(t);
             }
+            if let Some(t) = v.probe_interval_ms {
+                self.velocity.probe_interval = Duration::from_millis(t);
+            }
             let tls = &mut self.velocity.tls;
             for (from, to) in [
                 (v.tls_ca, &mut tls.ca),
@@ -641,6 +654,10 @@ impl Config {
         if let Some(v) = get("SESAME_VELOCITY_TIMEOUT_MS") {
             self.velocity.timeout =
                 Duration::from_millis(parse_num("SESAME_VELOCITY_TIMEOUT_MS", &v)?);
+        }
+        if let Some(v) = get("SESAME_VELOCITY_PROBE_INTERVAL_MS") {
+            self.velocity.probe_interval =
+                Duration::from_millis(parse_num("SESAME_VELOCITY_PROBE_INTERVAL_MS", &v)?);
         }
         let tls = &mut self.velocity.tls;
         for (key, to) in [
@@ -817,6 +834,12 @@ impl Config {
                 return Err(invalid(
                     "velocity.timeout_ms",
                     "must be > 0 and shorter than limits.call_timeout_ms",
+                ));
+            }
+            if !(MIN_PROBE_INTERVAL..=MAX_PROBE_INTERVAL).contains(&v.probe_interval) {
+                return Err(invalid(
+                    "velocity.probe_interval_ms",
+                    "must be between 50 and 60000 (ms)",
                 ));
             }
         } else if let Some(field) = v.tls.first_set() {
@@ -1003,6 +1026,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("velocity.timeout_ms:"), "{e}");
+
+        // The health probe's interval: 1 s by default, from the file or the environment, and
+        // bounded so that a typo neither hammers Redis nor leaves health stale for an hour.
+        assert_eq!(f.velocity.probe_interval, Duration::from_secs(1));
+        f.apply_toml(
+            "[velocity]\nredis_url = \"redis://10.0.0.5:6379/2\"\nprobe_interval_ms = 250\n",
+        )
+        .expect("file");
+        assert_eq!(f.velocity.probe_interval, Duration::from_millis(250));
+        f.validate().expect("valid");
+        for (bad, _) in [("10", "too often"), ("3600000", "too rarely")] {
+            let e = Config::load_from(
+                None,
+                env(&[
+                    ("SESAME_VELOCITY_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("SESAME_VELOCITY_PROBE_INTERVAL_MS", bad),
+                ]),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().starts_with("velocity.probe_interval_ms:"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -102,6 +102,11 @@ pub async fn run_with_metrics(
         config.watch_interval,
         stop_rx.clone(),
     ));
+    let prober = tokio::spawn(probe_velocity(
+        state.clone(),
+        config.velocity.probe_interval,
+        stop_rx.clone(),
+    ));
 
     let signal = async move {
         shutdown.await;
@@ -141,6 +146,7 @@ pub async fn run_with_metrics(
         }
     };
     loader.abort();
+    prober.abort();
     health
         .set_service_status(SCORING_SERVICE_NAME, ServingStatus::NotServing)
         .await;
@@ -178,6 +184,40 @@ async fn load_then_watch(
             tracing::info!("rules directory changed; reloading rules");
             let _ = state.reload_rules().await;
         }
+    }
+}
+
+/// Keeps health honest about a shared velocity store: while Redis does not answer, every Score
+/// call is refused, so the scoring service is NOT_SERVING and a load balancer sends partners to
+/// a server that can answer. PINGs every `every`, and at once after a failed call while it was
+/// up (at most one probe per [`MIN_PROBE_GAP`]). Nothing to do for in-process counters.
+async fn probe_velocity(state: Arc<State>, every: Duration, mut stop: watch::Receiver<bool>) {
+    const MIN_PROBE_GAP: Duration = Duration::from_millis(50);
+    // Loading probes once itself; once loaded, the engine (and its store) stays for good.
+    let engine = loop {
+        if let Some(engine) = state.engine.load_full() {
+            break engine;
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every.min(Duration::from_millis(200))) => {}
+        }
+    };
+    if !engine.velocity().is_shared() {
+        return;
+    }
+    loop {
+        let up = state.velocity_up();
+        let failed_call = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => false,
+            // While down, calls keep failing; the timer alone decides when to look again.
+            _ = engine.velocity().failed(), if up => true,
+        };
+        if failed_call {
+            tokio::time::sleep(MIN_PROBE_GAP).await;
+        }
+        state.probe_velocity(&engine).await;
     }
 }
 

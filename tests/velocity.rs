@@ -15,9 +15,11 @@ use sesame::rules::velocity::{RedisTlsFiles, RedisVelocity, RedisVelocityConfig}
 use sesame::rules::{InProcessVelocity, VelocityStore};
 use sesame::security::consent::{unix_now, ConsentKey};
 use sesame::service::pb;
+use sesame::service::pb::admin_client::AdminClient;
 use sesame::service::pb::credit_scoring_client::CreditScoringClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const HOUR_MS: i64 = 3_600_000;
 const MULTI_LENDING_RULE: &str = "FR-001";
@@ -252,7 +254,7 @@ fn config(redis: &TempRedis, prefix: &str, dir: &Path) -> Config {
 }
 
 mod support;
-use support::{http_get, Spawned};
+use support::{http_get, wait_health, Spawned};
 
 struct Server {
     client: CreditScoringClient<Channel>,
@@ -262,8 +264,18 @@ struct Server {
 
 impl Server {
     async fn start(redis: &TempRedis, prefix: &str) -> Server {
+        Server::start_with(redis, prefix, |_| {}).await
+    }
+
+    async fn start_with(
+        redis: &TempRedis,
+        prefix: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Spawned::start(config(redis, prefix, dir.path()), true).await;
+        let mut c = config(redis, prefix, dir.path());
+        adjust(&mut c);
+        let server = Spawned::start(c, true).await;
         support::wait_serving(server.channel.clone(), Duration::from_secs(300)).await;
         Server {
             client: CreditScoringClient::new(server.channel.clone()),
@@ -309,6 +321,31 @@ impl Server {
 
     async fn shutdown(self) {
         self.server.shutdown().await.expect("run Ok");
+    }
+
+    /// Whether health turns to `want` within `secs`.
+    async fn health_becomes(&self, want: ServingStatus, secs: f64) -> bool {
+        wait_health(
+            self.server.channel.clone(),
+            want,
+            Duration::from_secs_f64(secs),
+        )
+        .await
+    }
+
+    /// The admin status's view of the velocity store: (description, answers).
+    async fn velocity_status(&self) -> (String, bool) {
+        let mut r = Request::new(pb::StatusRequest {});
+        r.metadata_mut().insert(
+            "authorization",
+            "Bearer sesame-demo-admin-key".parse().expect("header"),
+        );
+        let s = AdminClient::new(self.server.channel.clone())
+            .status(r)
+            .await
+            .expect("admin status")
+            .into_inner();
+        (s.velocity_store, s.velocity_store_up)
     }
 }
 
@@ -396,13 +433,25 @@ async fn redis_outage_refuses_score_and_recovers_without_a_restart() {
         assert!(!e.message().contains("127.0.0.1"), "{}", e.message());
     }
 
-    // On-call sees the refusals on /metrics, without the store's address.
+    // A load balancer stops sending calls here: health says NOT_SERVING (the first refused
+    // call sends the probe at once).
+    assert!(
+        s.health_becomes(ServingStatus::NotServing, 2.0).await,
+        "health still SERVING while Redis is down"
+    );
+
+    // On-call sees the refusals and the outage on /metrics, without the store's address.
     let metrics_addr = s.server.metrics_addr.expect("metrics listener");
     let text = http_get(metrics_addr, "/metrics").await;
     assert!(
         text.contains("sesame_velocity_store_errors_total{store=\"redis\"} 3"),
         "{text}"
     );
+    assert!(
+        text.contains("sesame_velocity_store_up{store=\"redis\"} 0"),
+        "{text}"
+    );
+    assert!(!text.contains("127.0.0.1"), "{text}");
 
     redis.restart();
     let r = s
@@ -410,6 +459,70 @@ async fn redis_outage_refuses_score_and_recovers_without_a_restart() {
         .await
         .expect("scored right after Redis is back");
     assert!(!multi_lending_hit(&r));
+    assert!(
+        s.health_becomes(ServingStatus::Serving, 5.0).await,
+        "health not SERVING again after Redis came back"
+    );
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert!(
+        text.contains("sesame_velocity_store_up{store=\"redis\"} 1"),
+        "{text}"
+    );
+    s.shutdown().await;
+}
+
+/// Health follows Redis with no call made: the probe's PING finds it gone and back. The admin
+/// status says which store and whether it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_redis_without_any_call() {
+    let Some(mut redis) = TempRedis::start("health_follows_redis_without_any_call") else {
+        return;
+    };
+    let s = Server::start_with(&redis, "t-health", |c| {
+        c.velocity.probe_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (store, up) = s.velocity_status().await;
+    assert!(store.starts_with("redis"), "{store}");
+    assert!(up);
+
+    redis.stop();
+    assert!(
+        s.health_becomes(ServingStatus::NotServing, 3.0).await,
+        "health still SERVING with Redis gone"
+    );
+    assert!(!s.velocity_status().await.1);
+
+    redis.restart();
+    assert!(
+        s.health_becomes(ServingStatus::Serving, 3.0).await,
+        "health not SERVING with Redis back"
+    );
+    assert!(s.velocity_status().await.1);
+    s.score(&demo_user(), 1).await.expect("scored");
+    s.shutdown().await;
+}
+
+/// With a probe every minute, only a failed Score call can make the server look again: it does,
+/// and health turns NOT_SERVING well before the next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_call_sends_the_health_probe_at_once() {
+    let Some(mut redis) = TempRedis::start("a_refused_call_sends_the_health_probe_at_once") else {
+        return;
+    };
+    let s = Server::start_with(&redis, "t-probe", |c| {
+        c.velocity.probe_interval = Duration::from_secs(60);
+    })
+    .await;
+    redis.stop();
+    // Loading probed once; nothing but a failed call would look again within the minute.
+    assert!(!s.health_becomes(ServingStatus::NotServing, 0.5).await);
+    let e = s.score(&demo_user(), 1).await.expect_err("refused");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        s.health_becomes(ServingStatus::NotServing, 2.0).await,
+        "a refused call did not send the probe"
+    );
     s.shutdown().await;
 }
 

@@ -342,6 +342,9 @@ pub struct RedisVelocity {
     failures: AtomicU64,
     last_warning_ms: AtomicI64,
     errors_total: AtomicU64,
+    /// Woken by every failed query, so that the health probe looks at once rather than at its
+    /// next tick.
+    failed: tokio::sync::Notify,
 }
 
 impl RedisVelocity {
@@ -365,6 +368,7 @@ impl RedisVelocity {
             failures: AtomicU64::new(0),
             last_warning_ms: AtomicI64::new(i64::MIN),
             errors_total: AtomicU64::new(0),
+            failed: tokio::sync::Notify::new(),
         })
     }
 
@@ -377,6 +381,7 @@ impl RedisVelocity {
 
     fn warn(&self, e: &VelocityError, now_ms: i64) {
         self.errors_total.fetch_add(1, Ordering::Relaxed);
+        self.failed.notify_one();
         let failed = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let last = self.last_warning_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) >= 10_000
@@ -493,6 +498,35 @@ impl RedisVelocity {
         let (h1, h24, d30) = counted.inspect_err(|e| self.warn(e, now_ms))?;
         Ok(VelocityCounts::from_reply(h1, h24, d30))
     }
+
+    /// A PING on the connection the Score calls share (opened if there is none): the health
+    /// probe's question, "would a Score call be counted now?". A failure is not counted as a
+    /// refused call.
+    pub async fn ping_async(&self) -> Result<(), VelocityError> {
+        let cached = self
+            .multiplexed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut con = match cached {
+            Some(c) => c,
+            None => self.connect_async().await?,
+        };
+        let result = redis::cmd("PING").query_async::<String>(&mut con).await;
+        let mut slot = self.multiplexed.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => {
+                *slot = Some(con);
+                Ok(())
+            }
+            Err(e) => {
+                if is_dead_connection(&e) {
+                    *slot = None;
+                }
+                Err(self.error(e))
+            }
+        }
+    }
 }
 
 fn is_dead_connection(e: &redis::RedisError) -> bool {
@@ -600,6 +634,28 @@ impl Velocity {
 
     pub fn describe(&self) -> String {
         self.store().describe()
+    }
+
+    /// Whether a Score call could be counted now: always for the in-process store; a PING,
+    /// without blocking the thread, for Redis.
+    pub async fn check_async(&self) -> Result<(), VelocityError> {
+        match self {
+            Velocity::InProcess(_) => Ok(()),
+            Velocity::Redis(v) => Box::pin(v.ping_async()).await,
+        }
+    }
+
+    /// Completes after a query failed (never, for the in-process store, which cannot fail).
+    pub async fn failed(&self) {
+        match self {
+            Velocity::InProcess(_) => std::future::pending().await,
+            Velocity::Redis(v) => v.failed.notified().await,
+        }
+    }
+
+    /// Whether the counters live outside this process, where they can be unreachable.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Velocity::Redis(_))
     }
 
     pub fn check(&self) -> Result<(), VelocityError> {

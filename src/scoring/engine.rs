@@ -126,6 +126,11 @@ impl ScoringEngine {
         self.velocity.errors_total()
     }
 
+    /// The velocity store, for the service's health probe.
+    pub fn velocity(&self) -> &Velocity {
+        &self.velocity
+    }
+
     /// Scores one partner request: features from the store (or inline rows), scorecard, rules.
     /// Safe from many threads. Blocks while a shared velocity store answers; async callers use
     /// [`ScoringEngine::score_async`].

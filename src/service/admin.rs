@@ -61,10 +61,14 @@ impl pb::admin_server::Admin for Admin {
                 .auth
                 .admin(request.metadata())
                 .map_err(to_status)?;
-            let status = self.state.engine.load_full().map(|e| e.status());
+            let engine = self.state.engine.load_full();
+            let velocity = engine
+                .as_ref()
+                .map(|e| (e.velocity().describe(), self.state.velocity_up()));
             Ok(Response::new(convert::status(
-                status,
+                engine.map(|e| e.status()),
                 self.state.load_error(),
+                velocity,
             )))
         })
         .await

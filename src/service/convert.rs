@@ -306,10 +306,18 @@ pub fn model_info(m: ModelInfo) -> pb::ModelInfo {
     }
 }
 
-pub fn status(s: Option<EngineStatus>, load_error: String) -> pb::StatusResponse {
+/// `velocity`: the store's description and whether it answered the last probe.
+pub fn status(
+    s: Option<EngineStatus>,
+    load_error: String,
+    velocity: Option<(String, bool)>,
+) -> pb::StatusResponse {
+    let (velocity_store, velocity_store_up) = velocity.unwrap_or_default();
     match s {
         Some(s) => pb::StatusResponse {
             engine_ready: true,
+            velocity_store,
+            velocity_store_up,
             load_error,
             champion_version: s.champion_version,
             model_versions: s.model_versions,

@@ -122,6 +122,7 @@ pub struct Metrics {
     decisions: [AtomicU64; 3],
     scores: Histogram<12>,
     engine_ready: AtomicBool,
+    velocity_up: AtomicBool,
     model_version: Mutex<String>,
     reloads_failed: AtomicU64,
     /// The engine whose rule counters are exported (set once it has loaded).
@@ -170,6 +171,7 @@ impl Default for Metrics {
             decisions: zeros(),
             scores: Histogram::new(),
             engine_ready: AtomicBool::new(false),
+            velocity_up: AtomicBool::new(true),
             model_version: Mutex::new(String::new()),
             reloads_failed: AtomicU64::new(0),
             engine: Mutex::new(None),
@@ -287,6 +289,11 @@ impl Metrics {
         }
     }
 
+    /// Whether the velocity store answered the health probe's last PING.
+    pub fn set_velocity_up(&self, up: bool) {
+        self.velocity_up.store(up, Relaxed);
+    }
+
     pub fn reload_failed(&self) {
         self.reloads_failed.fetch_add(1, Relaxed);
     }
@@ -350,6 +357,14 @@ impl Metrics {
             "sesame_velocity_store_errors_total{{store=\"{}\"}} {}",
             engine.velocity_store_kind(),
             engine.velocity_store_errors()
+        );
+        out.push_str("# HELP sesame_velocity_store_up 1 while the velocity store answers the health probe (0: Score calls are refused and health is NOT_SERVING).\n");
+        out.push_str("# TYPE sesame_velocity_store_up gauge\n");
+        let _ = writeln!(
+            out,
+            "sesame_velocity_store_up{{store=\"{}\"}} {}",
+            engine.velocity_store_kind(),
+            u8::from(self.velocity_up.load(Relaxed))
         );
     }
 

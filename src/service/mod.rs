@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod scoring;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -83,6 +84,11 @@ pub struct State {
     pub inline_scoring: bool,
     pub stream_buffer: usize,
     health: HealthReporter,
+    /// Whether the velocity store answered the last probe (always, in process): without it
+    /// every Score call is refused, so health must say so.
+    velocity_up: AtomicBool,
+    /// Serialises health updates, so that the status published is the state's latest.
+    health_lock: tokio::sync::Mutex<()>,
 }
 
 impl State {
@@ -106,7 +112,49 @@ impl State {
             inline_scoring: config.inline_scoring,
             stream_buffer: config.limits.stream_buffer,
             health,
+            velocity_up: AtomicBool::new(true),
+            health_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Whether the velocity store answered the last probe.
+    pub fn velocity_up(&self) -> bool {
+        self.velocity_up.load(Ordering::Relaxed)
+    }
+
+    /// SERVING only when a Score call can be answered: the engine is loaded and its velocity
+    /// store answers.
+    async fn publish_health(&self) {
+        let _guard = self.health_lock.lock().await;
+        let serving = self.engine.load().is_some() && self.velocity_up();
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.health
+            .set_service_status(SCORING_SERVICE_NAME, status)
+            .await;
+    }
+
+    /// Asks the engine's velocity store whether it answers, and publishes the change, if any,
+    /// to health, metrics and the log. Returns whether it answers.
+    pub async fn probe_velocity(&self, engine: &ScoringEngine) -> bool {
+        let result = engine.velocity().check_async().await;
+        let up = result.is_ok();
+        let was_up = self.velocity_up.swap(up, Ordering::Relaxed);
+        self.metrics.set_velocity_up(up);
+        match (&result, was_up) {
+            (Err(e), true) => tracing::warn!(error = %e,
+                "velocity store unreachable; health NOT_SERVING until it answers"),
+            (Ok(()), false) => tracing::info!(store = %engine.velocity().describe(),
+                "velocity store answers again; health SERVING"),
+            _ => {}
+        }
+        if up != was_up {
+            self.publish_health().await;
+        }
+        up
     }
 
     pub fn load_error(&self) -> String {
@@ -142,12 +190,11 @@ impl State {
                 let version = engine.status().champion_version;
                 let engine = Arc::new(engine);
                 self.metrics.watch_rules(engine.clone());
+                self.probe_velocity(&engine).await;
                 self.engine.store(Some(engine));
                 self.set_load_error(String::new());
                 self.metrics.set_engine(true, &version);
-                self.health
-                    .set_service_status(SCORING_SERVICE_NAME, ServingStatus::Serving)
-                    .await;
+                self.publish_health().await;
                 tracing::info!(model_version = %version, "scoring engine loaded; serving");
                 Ok(version)
             }

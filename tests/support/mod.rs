@@ -81,20 +81,34 @@ impl Spawned {
 
 /// Polls the scoring service's health until SERVING; fails after `timeout`.
 pub async fn wait_serving(channel: Channel, timeout: Duration) {
+    assert!(
+        wait_health(channel, ServingStatus::Serving, timeout).await,
+        "engine not SERVING in time"
+    );
+}
+
+/// The scoring service's health status now.
+pub async fn health_status(channel: Channel) -> Option<ServingStatus> {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: SCORING.into(),
+        })
+        .await
+        .ok()
+        .and_then(|r| ServingStatus::try_from(r.into_inner().status).ok())
+}
+
+/// Polls until the scoring service's health is `want`; false if it is not within `timeout`.
+pub async fn wait_health(channel: Channel, want: ServingStatus, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let mut health = HealthClient::new(channel);
     loop {
-        let status = health
-            .check(HealthCheckRequest {
-                service: SCORING.into(),
-            })
-            .await
-            .map(|r| r.into_inner().status);
-        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
-            return;
+        if health_status(channel.clone()).await == Some(want) {
+            return true;
         }
-        assert!(Instant::now() < deadline, "engine not SERVING in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
