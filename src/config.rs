@@ -126,6 +126,8 @@ pub struct VelocityConfig {
     /// Shared counters in Redis, so that several servers count one user's queries together;
     /// `None` keeps them in this process (one server).
     pub redis_url: Option<String>,
+    /// `redis_url` is a Redis Cluster: one or more of its nodes, comma-separated.
+    pub redis_cluster: bool,
     /// Keys are `{key_prefix}:{user_id}`.
     pub key_prefix: String,
     /// Longest wait for Redis per call; past it the call is UNAVAILABLE.
@@ -142,6 +144,7 @@ impl Default for VelocityConfig {
     fn default() -> VelocityConfig {
         VelocityConfig {
             redis_url: None,
+            redis_cluster: false,
             key_prefix: "sesame:velocity".to_string(),
             timeout: Duration::from_millis(250),
             probe_interval: Duration::from_secs(1),
@@ -314,6 +317,7 @@ struct FileAudit {
 #[serde(deny_unknown_fields)]
 struct FileVelocity {
     redis_url: Option<String>,
+    redis_cluster: Option<bool>,
     key_prefix: Option<String>,
     timeout_ms: Option<u64>,
     probe_interval_ms: Option<u64>,
@@ -544,6 +548,9 @@ impl Config {
             if let Some(u) = v.redis_url {
                 self.velocity.redis_url = Some(u).filter(|u| !u.trim().is_empty());
             }
+            if let Some(c) = v.redis_cluster {
+                self.velocity.redis_cluster = c;
+            }
             if let Some(p) = v.key_prefix {
                 self.velocity.key_prefix = p;
             }
@@ -647,6 +654,9 @@ impl Config {
         }
         if let Some(v) = get("SESAME_VELOCITY_REDIS_URL") {
             self.velocity.redis_url = Some(v).filter(|u| !u.trim().is_empty());
+        }
+        if let Some(v) = get("SESAME_VELOCITY_REDIS_CLUSTER") {
+            self.velocity.redis_cluster = parse_bool("SESAME_VELOCITY_REDIS_CLUSTER", &v)?;
         }
         if let Some(v) = get("SESAME_VELOCITY_KEY_PREFIX") {
             self.velocity.key_prefix = v;
@@ -917,6 +927,7 @@ impl Config {
                     key_prefix: self.velocity.key_prefix.clone(),
                     timeout: self.velocity.timeout,
                     tls: self.velocity.tls.clone(),
+                    cluster: self.velocity.redis_cluster,
                 }
             }),
         }
@@ -1050,6 +1061,61 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn velocity_redis_cluster_takes_seed_nodes_checked_at_start() {
+        let load = |vars: &[(&str, &str)]| Config::load_from(None, env(vars));
+        let c = load(&[
+            (
+                "SESAME_VELOCITY_REDIS_URL",
+                "redis://10.0.0.5:7000, redis://10.0.0.6:7000",
+            ),
+            ("SESAME_VELOCITY_REDIS_CLUSTER", "true"),
+        ])
+        .expect("two seeds make a cluster");
+        let r = c.engine_config().velocity_redis.expect("redis configured");
+        assert!(r.cluster);
+        assert!(matches!(
+            r.client(),
+            Ok(crate::rules::velocity::RedisClient::Cluster(_))
+        ));
+        let mut f = Config::default();
+        f.apply_toml("[velocity]\nredis_url = \"redis://10.0.0.5:7000\"\nredis_cluster = true\n")
+            .expect("file");
+        f.validate().expect("one seed is enough");
+        assert!(f.engine_config().velocity_redis.expect("redis").cluster);
+
+        let refused = |vars: &[(&str, &str)], why: &str| {
+            let e = load(vars).unwrap_err().to_string();
+            assert!(e.starts_with("velocity.redis_url:"), "{e}");
+            assert!(e.contains(why), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        };
+        // Several nodes without saying it is a cluster: the error says what to set.
+        refused(
+            &[(
+                "SESAME_VELOCITY_REDIS_URL",
+                "redis://:hunter2@10.0.0.5:7000,redis://10.0.0.6:7000",
+            )],
+            "velocity.redis_cluster = true",
+        );
+        let cluster = |url: &'static str| {
+            vec![
+                ("SESAME_VELOCITY_REDIS_URL", url),
+                ("SESAME_VELOCITY_REDIS_CLUSTER", "1"),
+            ]
+        };
+        refused(&cluster("redis+unix:///run/redis.sock"), "over TCP");
+        refused(
+            &cluster("redis://10.0.0.5:7000,rediss://10.0.0.6:7000"),
+            "mixes redis:// and rediss://",
+        );
+        refused(&cluster(" , "), "names no cluster node");
+        refused(
+            &cluster("redis://10.0.0.5:7000,nonsense"),
+            "is not a Redis URL",
+        );
     }
 
     #[test]

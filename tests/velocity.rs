@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sesame::config::{sha256_hex, Config, PartnerConfig, DEMO_CONSENT_SECRET};
-use sesame::rules::velocity::{RedisTlsFiles, RedisVelocity, RedisVelocityConfig};
+use sesame::rules::velocity::{RedisClient, RedisTlsFiles, RedisVelocity, RedisVelocityConfig};
 use sesame::rules::{InProcessVelocity, VelocityStore};
 use sesame::security::consent::{unix_now, ConsentKey};
 use sesame::service::pb;
@@ -32,6 +32,8 @@ struct TempRedis {
     /// TLS only (no plain port), with the test CA's server certificate, and clients must show
     /// a certificate signed by that CA (`tls-auth-clients yes`, Redis's default).
     tls: bool,
+    /// More `redis-server` arguments (a cluster node's).
+    extra: Vec<String>,
 }
 
 /// The test PKI of tests/fixtures/tls (scripts/make-test-certs.sh).
@@ -60,18 +62,30 @@ impl TempRedis {
     }
 
     fn start_with(test: &str, tls: bool) -> Option<TempRedis> {
-        let port = match StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-            Ok(a) => a.port(),
+        Self::start_node(test, tls, |_, _| Vec::new())
+    }
+
+    /// `extra(port, dir)`: more arguments for `redis-server`.
+    fn start_node(
+        test: &str,
+        tls: bool,
+        extra: impl FnOnce(u16, &Path) -> Vec<String>,
+    ) -> Option<TempRedis> {
+        let port = match free_port() {
+            Ok(p) => p,
             Err(e) => {
                 println!("skipping {test}: no free port: {e}");
                 return None;
             }
         };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra = extra(port, dir.path());
         let mut r = TempRedis {
             port,
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir,
             child: None,
             tls,
+            extra,
         };
         match r.spawn() {
             Ok(()) => Some(r),
@@ -98,6 +112,7 @@ impl TempRedis {
         }
         let child = cmd
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -132,6 +147,7 @@ impl TempRedis {
             url: self.url(),
             key_prefix: prefix.to_string(),
             timeout: Duration::from_millis(500),
+            cluster: false,
             tls: if self.tls {
                 tls_client_files()
             } else {
@@ -140,9 +156,12 @@ impl TempRedis {
         }
     }
 
-    /// A client for checking what the stores wrote.
+    /// A client for checking what the stores wrote (this server alone, even in a cluster).
     fn client(&self) -> redis::Client {
-        self.store_config("").client().expect("client config")
+        match self.store_config("").client().expect("client config") {
+            RedisClient::Single(c) => c,
+            RedisClient::Cluster(_) => unreachable!("store_config is one server's"),
+        }
     }
 
     fn stop(&mut self) {
@@ -161,6 +180,84 @@ impl TempRedis {
 impl Drop for TempRedis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+}
+
+/// Three throwaway `redis-server` primaries made one Redis Cluster by `redis-cli --cluster
+/// create` (slots split three ways, no replicas).
+struct TempCluster {
+    nodes: Vec<TempRedis>,
+}
+
+impl TempCluster {
+    /// `None` (and the reason printed) when `redis-server` or `redis-cli` cannot run here.
+    fn start(test: &str) -> Option<TempCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            // The cluster bus gets its own free port (port + 10000 may be out of range).
+            let node = TempRedis::start_node(test, false, |_, dir| {
+                let bus = free_port().expect("a free port for the cluster bus");
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    dir.join("nodes.conf").display().to_string(),
+                    "--cluster-port".into(),
+                    bus.to_string(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ]
+            })?;
+            nodes.push(node);
+        }
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output();
+        match created {
+            Err(e) => {
+                println!("skipping {test}: cannot run redis-cli ({e}); .ci/run installs Debian's redis-tools");
+                return None;
+            }
+            Ok(o) => assert!(
+                o.status.success(),
+                "redis-cli --cluster create: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            loop {
+                let info = n
+                    .client()
+                    .get_connection_with_timeout(Duration::from_millis(200))
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ok in 20 s: {info}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Some(TempCluster { nodes })
+    }
+
+    /// The seed URLs of the nodes `which`, comma-separated, as `velocity.redis_url` takes them.
+    fn seeds(&self, which: &[usize]) -> String {
+        which
+            .iter()
+            .map(|&i| self.nodes[i].url())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -221,9 +318,16 @@ fn crate_path(p: &str) -> PathBuf {
 }
 
 fn demo_user() -> String {
+    demo_users(4).pop().expect("a user")
+}
+
+/// The first `n` users of the demo population.
+fn demo_users(n: usize) -> Vec<String> {
     let df = sesame::io::read_parquet(&crate_path("datasets/demo/users.parquet")).expect("users");
     let ids = df.column("user_id").expect("user_id").str().expect("str");
-    ids.get(3).expect("a user").to_string()
+    (0..n)
+        .map(|i| ids.get(i).expect("a user").to_string())
+        .collect()
 }
 
 fn partner_key(i: usize) -> String {
@@ -608,4 +712,81 @@ async fn a_server_counts_in_redis_over_tls() {
         .expect("zcard");
     assert_eq!(partners, 5);
     s.shutdown().await;
+}
+
+/// Two servers count in one Redis Cluster of three primaries, each knowing it from different
+/// seed nodes. Six users, five lenders each: only every fifth answer carries the multi-lending
+/// rule, each user's key holds five partners, and the keys are spread over the nodes, so the
+/// queries were routed by slot. A primary going away turns health NOT_SERVING (the cluster
+/// declares itself down and refuses every key); its return turns it SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_count_in_a_redis_cluster() {
+    let Some(mut cluster) = TempCluster::start("servers_count_in_a_redis_cluster") else {
+        return;
+    };
+    let prefix = "t-cluster";
+    let seeded = |which: &'static [usize]| {
+        let seeds = cluster.seeds(which);
+        move |c: &mut Config| {
+            c.velocity.redis_url = Some(seeds);
+            c.velocity.redis_cluster = true;
+            c.velocity.probe_interval = Duration::from_millis(100);
+        }
+    };
+    let a = Server::start_with(&cluster.nodes[0], prefix, seeded(&[0])).await;
+    let b = Server::start_with(&cluster.nodes[0], prefix, seeded(&[1, 2])).await;
+    let (store, up) = a.velocity_status().await;
+    assert!(store.starts_with("redis cluster"), "{store}");
+    assert!(up);
+
+    let users = demo_users(6);
+    for user in &users {
+        for lender in 1..=5 {
+            let server = if lender % 2 == 1 { &a } else { &b };
+            let r = server.score(user, lender).await.expect("scored");
+            assert_eq!(
+                multi_lending_hit(&r),
+                lender == 5,
+                "{user}, lender {lender}"
+            );
+        }
+    }
+    let seeds: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+    let mut con = redis::cluster::ClusterClient::new(seeds)
+        .expect("cluster client")
+        .get_connection()
+        .expect("connect to the cluster");
+    for user in &users {
+        let partners: u32 = redis::cmd("ZCARD")
+            .arg(format!("{prefix}:{user}"))
+            .query(&mut con)
+            .expect("ZCARD");
+        assert_eq!(partners, 5, "{user}");
+    }
+    let holding = cluster
+        .nodes
+        .iter()
+        .filter(|n| {
+            let mut c = n.client().get_connection().expect("node");
+            redis::cmd("DBSIZE").query::<u64>(&mut c).expect("DBSIZE") > 0
+        })
+        .count();
+    assert!(holding >= 2, "all keys on one node: not routed by slot");
+
+    cluster.nodes[2].stop();
+    assert!(
+        a.health_becomes(ServingStatus::NotServing, 15.0).await,
+        "health still SERVING with a primary gone"
+    );
+
+    // It comes back with its slots (its nodes.conf kept them; its keys are gone): the cluster
+    // is whole again, and so is health.
+    cluster.nodes[2].restart();
+    assert!(
+        a.health_becomes(ServingStatus::Serving, 20.0).await,
+        "health not SERVING with the cluster whole again"
+    );
+    a.score(&users[0], 1).await.expect("scored again");
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -144,6 +144,101 @@ pub struct RedisVelocityConfig {
     pub timeout: Duration,
     /// Certificates for a `rediss://` URL; must be empty for `redis://`.
     pub tls: RedisTlsFiles,
+    /// A Redis Cluster: `url` is one or more of its nodes, comma-separated, from which the
+    /// others are found. A user's counts live in one key, so each query is one slot's
+    /// MULTI/EXEC, routed to the node that holds it.
+    pub cluster: bool,
+}
+
+/// The configured Redis: one server, or a cluster found from its seed nodes.
+pub enum RedisClient {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// A blocking connection of either kind.
+enum BlockingConnection {
+    Single(redis::Connection),
+    Cluster(redis::cluster::ClusterConnection),
+}
+
+impl BlockingConnection {
+    fn query<T: redis::FromRedisValue>(&mut self, p: &redis::Pipeline) -> redis::RedisResult<T> {
+        match self {
+            BlockingConnection::Single(c) => p.query(c),
+            BlockingConnection::Cluster(c) => p.query(c),
+        }
+    }
+
+    fn ping(&mut self) -> redis::RedisResult<()> {
+        match self {
+            BlockingConnection::Single(c) => redis::cmd("PING").query::<String>(c).map(drop),
+            BlockingConnection::Cluster(c) => {
+                redis::cmd("PING").query::<String>(c)?;
+                cluster_state_ok(redis::cmd("CLUSTER").arg("INFO").query(c)?)
+            }
+        }
+    }
+}
+
+/// The connection the async calls share, of either kind (both are cheap handles to clone).
+#[derive(Clone)]
+enum SharedConnection {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl SharedConnection {
+    async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        p: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match self {
+            SharedConnection::Single(c) => p.query_async(c).await,
+            SharedConnection::Cluster(c) => p.query_async(c).await,
+        }
+    }
+
+    /// PING; on a cluster, also its own verdict, `cluster_state:ok`: with a primary lost and
+    /// `cluster-require-full-coverage yes` (Redis's default), every node refuses every key.
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        match self {
+            SharedConnection::Single(c) => {
+                redis::cmd("PING").query_async::<String>(c).await.map(drop)
+            }
+            SharedConnection::Cluster(c) => {
+                use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+                redis::cmd("PING").query_async::<String>(c).await?;
+                // Every primary's own view: a node just back may still call the cluster down
+                // and refuse its slots while the others say ok.
+                let mut info = redis::cmd("CLUSTER");
+                info.arg("INFO");
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                match c.route_command(info, all).await? {
+                    redis::Value::Map(replies) => replies.into_iter().try_for_each(|(_, reply)| {
+                        cluster_state_ok(redis::from_redis_value(reply)?)
+                    }),
+                    reply => cluster_state_ok(redis::from_redis_value(reply)?),
+                }
+            }
+        }
+    }
+}
+
+fn cluster_state_ok(info: String) -> redis::RedisResult<()> {
+    if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+        return Ok(());
+    }
+    let state = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cluster_state:"))
+        .unwrap_or("unknown")
+        .to_string();
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+        "the cluster is not serving every slot",
+        format!("cluster_state:{state}"),
+    )))
 }
 
 /// PEM files for a `rediss://` (TLS) URL. Without `ca`, the system's trusted roots check Redis's
@@ -246,25 +341,88 @@ fn check_client_key(
 }
 
 impl RedisVelocityConfig {
-    /// The Redis client: the URL parsed and, for `rediss://`, the TLS files read and parsed.
-    /// Config validation builds it too, so a file that passes at start is the one that serves.
-    pub fn client(&self) -> Result<redis::Client, RedisSetupError> {
+    /// The Redis client: the URL (or a cluster's seed URLs) parsed and, for `rediss://`, the TLS
+    /// files read and parsed. Config validation builds it too, so a file that passes at start is
+    /// the one that serves.
+    pub fn client(&self) -> Result<RedisClient, RedisSetupError> {
         let url_error = |m: String| setup_error("velocity.redis_url", m);
-        let plain = redis::Client::open(self.url.as_str()).map_err(|e| {
-            url_error(format!(
-                "is not a Redis URL like redis://127.0.0.1:6379/0 or rediss://host:6380/0 ({e})"
-            ))
-        })?;
-        let tls = match plain.get_connection_info().addr() {
-            redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
-                return Err(url_error(
-                    "`#insecure` would accept any certificate; give Redis's CA in velocity.tls_ca instead"
-                        .into(),
-                ))
-            }
-            redis::ConnectionAddr::TcpTls { .. } => true,
-            _ => false,
+        let urls: Vec<&str> = if self.cluster {
+            self.url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect()
+        } else {
+            vec![self.url.as_str()]
         };
+        let mut tls = None;
+        for url in &urls {
+            let parsed = redis::Client::open(*url).map_err(|e| {
+                let several = if !self.cluster && url.contains(',') {
+                    "; several nodes are a cluster: set velocity.redis_cluster = true"
+                } else {
+                    ""
+                };
+                url_error(format!(
+                    "is not a Redis URL like redis://127.0.0.1:6379/0 or rediss://host:6380/0 ({e}){several}"
+                ))
+            })?;
+            let this_tls = match parsed.get_connection_info().addr() {
+                redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+                    return Err(url_error(
+                        "`#insecure` would accept any certificate; give Redis's CA in velocity.tls_ca instead"
+                            .into(),
+                    ))
+                }
+                redis::ConnectionAddr::TcpTls { .. } => true,
+                redis::ConnectionAddr::Unix(_) if self.cluster => {
+                    return Err(url_error(
+                        "a cluster's nodes are reached over TCP (redis:// or rediss://), not a socket"
+                            .into(),
+                    ))
+                }
+                _ => false,
+            };
+            if tls.is_some_and(|t| t != this_tls) {
+                return Err(url_error(
+                    "mixes redis:// and rediss:// nodes; a cluster is all TLS or none".into(),
+                ));
+            }
+            tls = Some(this_tls);
+        }
+        let Some(tls) = tls else {
+            return Err(url_error("names no cluster node".into()));
+        };
+        let certificates = self.tls_certificates(tls)?;
+        if !self.cluster {
+            return match certificates {
+                // the system's roots, no client certificate
+                None => redis::Client::open(self.url.as_str())
+                    .map(RedisClient::Single)
+                    .map_err(|e| url_error(e.to_string())),
+                Some(c) => redis::Client::build_with_tls(self.url.as_str(), c)
+                    .map(RedisClient::Single)
+                    .map_err(|e| url_error(format!("cannot set up TLS: {e}"))),
+            };
+        }
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
+            .connection_timeout(self.timeout)
+            .response_timeout(self.timeout);
+        if let Some(c) = certificates {
+            builder = builder.certs(c);
+        }
+        builder
+            .build()
+            .map(RedisClient::Cluster)
+            .map_err(|e| url_error(format!("cannot set up the cluster client: {e}")))
+    }
+
+    /// The TLS files read and checked: `None` when none is set (then a `rediss://` URL checks
+    /// Redis with the system's roots). Refused when set for a URL without TLS.
+    fn tls_certificates(
+        &self,
+        tls: bool,
+    ) -> Result<Option<redis::TlsCertificates>, RedisSetupError> {
         let files = &self.tls;
         if !tls {
             return match files.first_set() {
@@ -272,7 +430,7 @@ impl RedisVelocityConfig {
                     field,
                     "is set, but velocity.redis_url is not a rediss:// (TLS) URL",
                 )),
-                None => Ok(plain),
+                None => Ok(None),
             };
         }
         let client_tls = match (&files.cert, &files.key) {
@@ -304,17 +462,22 @@ impl RedisVelocityConfig {
             None => None,
         };
         if client_tls.is_none() && root_cert.is_none() {
-            return Ok(plain); // the system's roots, no client certificate
+            return Ok(None);
         }
-        redis::Client::build_with_tls(
-            self.url.as_str(),
-            redis::TlsCertificates {
-                client_tls,
-                root_cert,
-            },
-        )
-        .map_err(|e| url_error(format!("cannot set up TLS: {e}")))
+        Ok(Some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
     }
+}
+
+/// `redis 127.0.0.1:6379`, `redis (TLS) host:6380`: the address, never the password.
+fn describe_addr(kind: &str, addr: &redis::ConnectionAddr) -> String {
+    let tls = match addr {
+        redis::ConnectionAddr::TcpTls { .. } => " (TLS)",
+        _ => "",
+    };
+    format!("{kind}{tls} {addr}")
 }
 
 /// Most connections kept open between calls (one per call in flight is enough).
@@ -331,12 +494,12 @@ const MAX_IDLE_CONNECTIONS: usize = 32;
 /// for synchronous callers (inline applicants on the blocking pool, tests) and keeps a small pool
 /// of blocking connections.
 pub struct RedisVelocity {
-    client: redis::Client,
+    client: RedisClient,
     config: RedisVelocityConfig,
     /// `host:port` or the socket path; never the password.
     name: String,
-    idle: Mutex<Vec<redis::Connection>>,
-    multiplexed: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    idle: Mutex<Vec<BlockingConnection>>,
+    multiplexed: Mutex<Option<SharedConnection>>,
     /// Failures since the last warning, and when that was (ms): one log line per 10 s in an
     /// outage, not one per call.
     failures: AtomicU64,
@@ -354,11 +517,17 @@ impl RedisVelocity {
             store: "redis".into(),
             message: e.to_string(),
         })?;
-        let tls = match client.get_connection_info().addr() {
-            redis::ConnectionAddr::TcpTls { .. } => " (TLS)",
-            _ => "",
+        let name = match &client {
+            RedisClient::Single(c) => describe_addr("redis", c.get_connection_info().addr()),
+            RedisClient::Cluster(_) => {
+                // The first seed (already parsed once by `client()`), never the password.
+                let first = config.url.split(',').map(str::trim).find(|u| !u.is_empty());
+                match first.and_then(|u| redis::Client::open(u).ok()) {
+                    Some(c) => describe_addr("redis cluster", c.get_connection_info().addr()),
+                    None => "redis cluster".to_string(),
+                }
+            }
         };
-        let name = format!("redis{tls} {}", client.get_connection_info().addr());
         Ok(RedisVelocity {
             client,
             config,
@@ -395,15 +564,24 @@ impl RedisVelocity {
         }
     }
 
-    fn connect(&self) -> Result<redis::Connection, VelocityError> {
-        let t = self.config.timeout;
-        let con = self
-            .client
-            .get_connection_with_timeout(t)
-            .map_err(|e| self.error(e))?;
-        con.set_read_timeout(Some(t)).map_err(|e| self.error(e))?;
-        con.set_write_timeout(Some(t)).map_err(|e| self.error(e))?;
-        Ok(con)
+    fn connect(&self) -> Result<BlockingConnection, VelocityError> {
+        let t = Some(self.config.timeout);
+        match &self.client {
+            RedisClient::Single(client) => {
+                let con = client
+                    .get_connection_with_timeout(self.config.timeout)
+                    .map_err(|e| self.error(e))?;
+                con.set_read_timeout(t).map_err(|e| self.error(e))?;
+                con.set_write_timeout(t).map_err(|e| self.error(e))?;
+                Ok(BlockingConnection::Single(con))
+            }
+            RedisClient::Cluster(client) => {
+                let con = client.get_connection().map_err(|e| self.error(e))?;
+                con.set_read_timeout(t).map_err(|e| self.error(e))?;
+                con.set_write_timeout(t).map_err(|e| self.error(e))?;
+                Ok(BlockingConnection::Cluster(con))
+            }
+        }
     }
 
     /// The one MULTI/EXEC of a query; its reply is (partners in 1 h, in 24 h, in 30 d).
@@ -442,15 +620,26 @@ impl RedisVelocity {
         p
     }
 
-    async fn connect_async(&self) -> Result<redis::aio::MultiplexedConnection, VelocityError> {
-        let t = Some(self.config.timeout);
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(t)
-            .set_response_timeout(t);
-        self.client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|e| self.error(e))
+    async fn connect_async(&self) -> Result<SharedConnection, VelocityError> {
+        match &self.client {
+            RedisClient::Single(client) => {
+                let t = Some(self.config.timeout);
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(t)
+                    .set_response_timeout(t);
+                client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map(SharedConnection::Single)
+                    .map_err(|e| self.error(e))
+            }
+            // The timeouts are the cluster client's own (set when it was built).
+            RedisClient::Cluster(client) => client
+                .get_async_connection()
+                .await
+                .map(SharedConnection::Cluster)
+                .map_err(|e| self.error(e)),
+        }
     }
 
     /// As [`VelocityStore::record`], without blocking the thread: concurrent calls share one
@@ -473,12 +662,12 @@ impl RedisVelocity {
                 Some(c) => c,
                 None => self.connect_async().await?,
             };
-            let mut result = pipe.query_async::<(u32, u32, u32)>(&mut con).await;
+            let mut result = con.query::<(u32, u32, u32)>(&pipe).await;
             // The shared connection may have been cut (Redis restarted): retry once on a new
             // one. Safe to repeat: ZADD GT with the same time changes nothing the second time.
             if from_cache && matches!(&result, Err(e) if is_dead_connection(e)) {
                 con = self.connect_async().await?;
-                result = pipe.query_async(&mut con).await;
+                result = con.query(&pipe).await;
             }
             let mut slot = self.multiplexed.lock().unwrap_or_else(|p| p.into_inner());
             match result {
@@ -512,7 +701,7 @@ impl RedisVelocity {
             Some(c) => c,
             None => self.connect_async().await?,
         };
-        let result = redis::cmd("PING").query_async::<String>(&mut con).await;
+        let result = con.ping().await;
         let mut slot = self.multiplexed.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(_) => {
@@ -548,12 +737,12 @@ impl VelocityStore for RedisVelocity {
                 None => self.connect()?,
             };
             let pipe = self.pipeline(user, partner, now_ms);
-            let mut result = pipe.query::<(u32, u32, u32)>(&mut con);
+            let mut result = con.query::<(u32, u32, u32)>(&pipe);
             // An idle connection may have been cut (Redis restarted): retry once on a new one.
             // Safe to repeat: ZADD GT with the same time changes nothing the second time.
             if from_pool && matches!(&result, Err(e) if is_dead_connection(e)) {
                 con = self.connect()?;
-                result = pipe.query(&mut con);
+                result = con.query(&pipe);
             }
             result.map(|r| (con, r)).map_err(|e| self.error(e))
         })();
@@ -575,9 +764,7 @@ impl VelocityStore for RedisVelocity {
 
     fn check(&self) -> Result<(), VelocityError> {
         let mut con = self.connect()?;
-        redis::cmd("PING")
-            .query::<String>(&mut con)
-            .map_err(|e| self.error(e))?;
+        con.ping().map_err(|e| self.error(e))?;
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
