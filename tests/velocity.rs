@@ -575,17 +575,25 @@ async fn redis_outage_refuses_score_and_recovers_without_a_restart() {
     s.shutdown().await;
 }
 
+/// A Redis of its own for `test`, and a server probing it every `every`.
+async fn probed_server(test: &str, every: Duration) -> Option<(TempRedis, Server)> {
+    let redis = TempRedis::start(test)?;
+    let server = Server::start_with(&redis, test, |c| c.velocity.probe_interval = every).await;
+    Some((redis, server))
+}
+
 /// Health follows Redis with no call made: the probe's PING finds it gone and back. The admin
 /// status says which store and whether it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_redis_without_any_call() {
-    let Some(mut redis) = TempRedis::start("health_follows_redis_without_any_call") else {
+    let Some((mut redis, s)) = probed_server(
+        "health_follows_redis_without_any_call",
+        Duration::from_millis(100),
+    )
+    .await
+    else {
         return;
     };
-    let s = Server::start_with(&redis, "t-health", |c| {
-        c.velocity.probe_interval = Duration::from_millis(100);
-    })
-    .await;
     let (store, up) = s.velocity_status().await;
     assert!(store.starts_with("redis"), "{store}");
     assert!(up);
@@ -611,13 +619,14 @@ async fn health_follows_redis_without_any_call() {
 /// and health turns NOT_SERVING well before the next tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_call_sends_the_health_probe_at_once() {
-    let Some(mut redis) = TempRedis::start("a_refused_call_sends_the_health_probe_at_once") else {
+    let Some((mut redis, s)) = probed_server(
+        "a_refused_call_sends_the_health_probe_at_once",
+        Duration::from_secs(60),
+    )
+    .await
+    else {
         return;
     };
-    let s = Server::start_with(&redis, "t-probe", |c| {
-        c.velocity.probe_interval = Duration::from_secs(60);
-    })
-    .await;
     redis.stop();
     // Loading probed once; nothing but a failed call would look again within the minute.
     assert!(!s.health_becomes(ServingStatus::NotServing, 0.5).await);
