@@ -178,6 +178,10 @@ impl Default for AuditConfig {
     }
 }
 
+/// Most items of one ScoreStream scored at once: beyond the audit's group commit and the cores,
+/// more only holds more requests in memory.
+const MAX_STREAM_CONCURRENCY: usize = 1024;
+
 /// Limits protecting the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -191,6 +195,8 @@ pub struct Limits {
     pub max_concurrent_scores: usize,
     /// Answers buffered per ScoreStream before the server stops reading requests.
     pub stream_buffer: usize,
+    /// Items of one ScoreStream scored at once; answers still come in request order.
+    pub stream_concurrency: usize,
     /// How long shutdown waits for in-flight calls before giving up.
     pub shutdown_grace: Duration,
 }
@@ -203,6 +209,7 @@ impl Default for Limits {
             concurrency_per_connection: 256,
             max_concurrent_scores: 64,
             stream_buffer: 32,
+            stream_concurrency: 32,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -302,6 +309,7 @@ struct FileLimits {
     concurrency_per_connection: Option<usize>,
     max_concurrent_scores: Option<usize>,
     stream_buffer: Option<usize>,
+    stream_concurrency: Option<usize>,
     shutdown_grace_secs: Option<u64>,
 }
 
@@ -512,6 +520,9 @@ impl Config {
             if let Some(v) = l.stream_buffer {
                 d.stream_buffer = v;
             }
+            if let Some(v) = l.stream_concurrency {
+                d.stream_concurrency = v;
+            }
             if let Some(v) = l.shutdown_grace_secs {
                 d.shutdown_grace = Duration::from_secs(v);
             }
@@ -698,6 +709,9 @@ impl Config {
         if let Some(v) = get("SESAME_STREAM_BUFFER") {
             l.stream_buffer = parse_num("SESAME_STREAM_BUFFER", &v)?;
         }
+        if let Some(v) = get("SESAME_STREAM_CONCURRENCY") {
+            l.stream_concurrency = parse_num("SESAME_STREAM_CONCURRENCY", &v)?;
+        }
         if let Some(v) = get("SESAME_SHUTDOWN_GRACE_SECS") {
             l.shutdown_grace = Duration::from_secs(parse_num("SESAME_SHUTDOWN_GRACE_SECS", &v)?);
         }
@@ -721,6 +735,12 @@ impl Config {
         }
         if l.stream_buffer == 0 {
             return Err(invalid("limits.stream_buffer", "must be > 0"));
+        }
+        if !(1..=MAX_STREAM_CONCURRENCY).contains(&l.stream_concurrency) {
+            return Err(invalid(
+                "limits.stream_concurrency",
+                &format!("must be between 1 and {MAX_STREAM_CONCURRENCY}"),
+            ));
         }
         if self.champion.trim().is_empty() {
             return Err(invalid("champion", "must not be empty"));
@@ -1058,6 +1078,28 @@ mod tests {
             .unwrap_err();
             assert!(
                 e.to_string().starts_with("velocity.probe_interval_ms:"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn stream_concurrency_is_layered_and_bounded() {
+        let c = Config::load_from(None, env(&[])).expect("defaults");
+        assert_eq!(c.limits.stream_concurrency, 32);
+        let mut f = Config::default();
+        f.apply_toml("[limits]\nstream_concurrency = 8\n")
+            .expect("file");
+        assert_eq!(f.limits.stream_concurrency, 8);
+        f.apply_env(env(&[("SESAME_STREAM_CONCURRENCY", "128")]))
+            .expect("env");
+        assert_eq!(f.limits.stream_concurrency, 128);
+        f.validate().expect("valid");
+        for bad in ["0", "1025"] {
+            let e =
+                Config::load_from(None, env(&[("SESAME_STREAM_CONCURRENCY", bad)])).unwrap_err();
+            assert!(
+                e.to_string().starts_with("limits.stream_concurrency:"),
                 "{e}"
             );
         }

@@ -627,12 +627,19 @@ async fn graceful_shutdown_lets_open_streams_finish() {
 
 /// A user the demo store holds: the first row of datasets/demo/users.parquet.
 fn demo_user() -> String {
+    demo_users(1).remove(0)
+}
+
+/// The first `n` users of the demo population.
+fn demo_users(n: usize) -> Vec<String> {
     let path = crate_path("datasets/demo/users.parquet");
     let df =
         sesame::io::read_parquet(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     let col = df.column("user_id").expect("user_id column");
     let ids = col.str().expect("user_id is a string");
-    ids.get(0).expect("at least one user").to_string()
+    (0..n)
+        .map(|i| ids.get(i).expect("enough users").to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -841,6 +848,89 @@ async fn engine_score_stream_with_a_bad_item_in_the_middle() {
             other => panic!("unexpected item {other:?}"),
         }
     }
+    r.shutdown().await.expect("clean shutdown");
+}
+
+/// A stream's items are scored at once (`limits.stream_concurrency`) and answered in request
+/// order, each with its own user's answer. Stored users (fast) alternate with new applicants
+/// whose rows come inline (the feature pipeline runs on the blocking pool, milliseconds), so
+/// later items finish before earlier ones; every answer must still be its request's. Answers are
+/// compared with the same requests made as unary Score calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_stream_answers_in_request_order_while_scoring_items_at_once() {
+    let r = start(config_with_engine(), vec![]).await;
+    wait_serving(&r).await;
+    let applicant = |id: &str, i: usize| {
+        let mut req = score_req(id, &format!("new-applicant-{i}"), "cash_loan");
+        req.applicant = Some(pb::ApplicantData {
+            identity: Some(pb::IdentityFacts {
+                signup_date: Some("2023-03-01".into()),
+                age: Some(31),
+                ..Default::default()
+            }),
+            transactions: vec![tx_row(120.0), tx_row(80.5)],
+            ..Default::default()
+        });
+        req
+    };
+    let unary = |req: pb::ScoreRequest| {
+        let mut client = r.scoring();
+        async move {
+            client
+                .score(with_key(req, PARTNER_KEY))
+                .await
+                .expect("unary score")
+                .into_inner()
+                .score
+        }
+    };
+    // Two stored users with different scores, so that a swapped answer shows.
+    let users = demo_users(20);
+    let first = users[0].clone();
+    let first_score = unary(score_req("u0", &first, "cash_loan")).await;
+    let mut second = None;
+    for u in &users[1..] {
+        let s = unary(score_req("u", u, "cash_loan")).await;
+        if s != first_score {
+            second = Some((u.clone(), s));
+            break;
+        }
+    }
+    let (second, second_score) = second.expect("two demo users with different scores");
+    let applicant_score = unary(applicant("a", 9999)).await;
+
+    let n = 60;
+    let reqs: Vec<pb::ScoreRequest> = (0..n)
+        .map(|i| {
+            let id = format!("s{i}");
+            match i % 5 {
+                0 => applicant(&id, i),
+                1 | 3 => score_req(&id, &first, "cash_loan"),
+                _ => score_req(&id, &second, "cash_loan"),
+            }
+        })
+        .collect();
+    let mut out = r
+        .scoring()
+        .score_stream(with_key(tokio_stream::iter(reqs), PARTNER_KEY))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut i = 0;
+    while let Some(item) = out.message().await.expect("stream") {
+        let Some(Item::Response(resp)) = item.item else {
+            panic!("item {i}: {item:?}");
+        };
+        assert_eq!(resp.request_id, format!("s{i}"), "answers in request order");
+        let want = match i % 5 {
+            0 => applicant_score,
+            1 | 3 => first_score,
+            _ => second_score,
+        };
+        assert_eq!(resp.score, want, "item {i} got another request's answer");
+        i += 1;
+    }
+    assert_eq!(i, n, "one answer per request");
     r.shutdown().await.expect("clean shutdown");
 }
 
@@ -1064,7 +1154,8 @@ async fn engine_live_psi_matches_offline_psi_of_the_scores_given() {
 }
 
 /// `sesame bench` against the real server: the closed loop measures a maximum, and the open loop
-/// starts exactly rate × duration calls on schedule, each answered (none lost or doubled).
+/// starts exactly rate × duration calls on schedule, each answered (none lost or doubled);
+/// the ScoreStream mode gets every item answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_open_loop_starts_every_scheduled_call() {
     use sesame::service::bench::{self, Arrivals, BenchArgs, Rate, Rpc};
@@ -1116,6 +1207,28 @@ async fn bench_open_loop_starts_every_scheduled_call() {
         assert_eq!(reports[0].ok, 150, "{arrivals:?}: {}", reports[0]);
         assert!(reports[0].errors.is_empty(), "{arrivals:?}: {}", reports[0]);
     }
+    // ScoreStream: every item answered, none an error; the open loop is refused for it.
+    let stream = BenchArgs {
+        rpc: Rpc::Stream,
+        rate: None,
+        ..args.clone()
+    };
+    let reports = bench::run(&stream).await.expect("bench stream");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].rpc, "stream");
+    assert!(
+        reports[0].ok > 0 && reports[0].errors.is_empty(),
+        "{}",
+        reports[0]
+    );
+    assert!(reports[0].p99_us >= reports[0].p50_us, "{}", reports[0]);
+    let err = bench::run(&BenchArgs {
+        rate: Some(Rate::PerSecond(100.0)),
+        ..stream
+    })
+    .await
+    .expect_err("no open loop for streams");
+    assert!(err.to_string().contains("--rate"), "{err}");
     let args = BenchArgs {
         rpc: Rpc::Ping,
         user: None,

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
 use super::pb::credit_scoring_client::CreditScoringClient;
-use super::pb::{PingRequest, ScoreRequest};
+use super::pb::{score_stream_item::Item, PingRequest, ScoreRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Rpc {
@@ -22,6 +22,9 @@ pub enum Rpc {
     Ping,
     /// Ping, then Score, then the ratio.
     Both,
+    /// ScoreStream, as a batch client uses it: one stream per connection, `--inflight`
+    /// requests sent ahead of their answers. Reports answers/s and each item's latency.
+    Stream,
 }
 
 /// How the open loop spaces its calls.
@@ -280,6 +283,102 @@ pub async fn measure(
     Ok(report(rpc, None, all, errors, start.elapsed()))
 }
 
+/// ScoreStream closed loop: one stream per channel, up to `window` requests unanswered on each,
+/// new requests sent as answers come back, until `duration`; then the stream is closed and the
+/// remaining answers read. Answers come in request order, so each one's latency runs from the
+/// oldest send time still waiting.
+pub async fn measure_stream(
+    channels: &[Channel],
+    window: usize,
+    duration: Duration,
+    key: &str,
+    template: ScoreRequest,
+) -> anyhow::Result<BenchReport> {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+    let auth = bearer(key)?;
+    let window = window.max(1);
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for ch in channels {
+        let mut client = CreditScoringClient::new(ch.clone());
+        let auth = auth.clone();
+        let template = template.clone();
+        tasks.push(tokio::spawn(async move {
+            let (to_server, requests) = tokio::sync::mpsc::channel::<ScoreRequest>(window);
+            let permits = Arc::new(tokio::sync::Semaphore::new(window));
+            let sent_at: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+            let sender = {
+                let (permits, sent_at) = (permits.clone(), sent_at.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let Ok(permit) = permits.acquire().await else {
+                            break;
+                        };
+                        permit.forget();
+                        let mut msg = template.clone();
+                        msg.request_id = format!("bench-{n}");
+                        n += 1;
+                        sent_at
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back(Instant::now());
+                        if to_server.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            };
+            let mut req = Request::new(tokio_stream::wrappers::ReceiverStream::new(requests));
+            req.metadata_mut().insert("authorization", auth);
+            let mut lat: Vec<u32> = Vec::with_capacity(1 << 14);
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let read = async {
+                let mut answers = client.score_stream(req).await?.into_inner();
+                while let Some(item) = answers.message().await? {
+                    let sent = sent_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .pop_front();
+                    permits.add_permits(1);
+                    match item.item {
+                        Some(Item::Response(_)) => {
+                            let t = sent.map(|t| t.elapsed().as_micros()).unwrap_or(0);
+                            lat.push(t.min(u32::MAX as u128) as u32)
+                        }
+                        Some(Item::Error(e)) => {
+                            let code = tonic::Code::from_i32(e.code);
+                            *errors.entry(format!("{code:?}")).or_default() += 1
+                        }
+                        None => *errors.entry("empty item".into()).or_default() += 1,
+                    }
+                }
+                Ok::<_, tonic::Status>(())
+            };
+            let result = read.await;
+            permits.close(); // wakes the sender if it waits for answers that will not come
+            let _ = sender.await;
+            result.map(|()| (lat, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for t in tasks {
+        match t.await.context("bench stream task")? {
+            Ok((lat, errs)) => {
+                all.extend(lat);
+                for (k, v) in errs {
+                    *errors.entry(k).or_default() += v;
+                }
+            }
+            Err(s) => *errors.entry(format!("stream {:?}", s.code())).or_default() += 1,
+        }
+    }
+    Ok(report(Rpc::Stream, None, all, errors, start.elapsed()))
+}
+
 /// One call; the request id is unique per call of a client task.
 async fn call(
     client: &mut CreditScoringClient<Channel>,
@@ -476,7 +575,11 @@ fn report(
 ) -> BenchReport {
     all.sort_unstable();
     BenchReport {
-        rpc: if rpc == Rpc::Ping { "ping" } else { "score" },
+        rpc: match rpc {
+            Rpc::Ping => "ping",
+            Rpc::Stream => "stream",
+            Rpc::Score | Rpc::Both => "score",
+        },
         offered,
         ok: all.len() as u64,
         errors,
@@ -493,7 +596,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchReport>> {
     if args.connections == 0 || !(args.seconds > 0.0) || args.seconds > 3600.0 {
         anyhow::bail!("--connections must be > 0 and --seconds in (0, 3600]");
     }
-    let wants_score = matches!(args.rpc, Rpc::Score | Rpc::Both);
+    let wants_score = matches!(args.rpc, Rpc::Score | Rpc::Both | Rpc::Stream);
+    if args.rpc == Rpc::Stream && args.rate.is_some() {
+        anyhow::bail!(
+            "--rate: the open loop sends unary calls; ScoreStream is measured closed-loop"
+        );
+    }
     if wants_score && args.user.is_none() {
         anyhow::bail!("--user is required to bench score (a user id the server's store holds)");
     }
@@ -535,8 +643,18 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchReport>> {
         applicant: None,
     };
     let mut reports = Vec::new();
-    for rpc in [Rpc::Ping, Rpc::Score] {
-        if args.rpc != rpc && args.rpc != Rpc::Both {
+    for rpc in [Rpc::Ping, Rpc::Score, Rpc::Stream] {
+        let both = args.rpc == Rpc::Both && rpc != Rpc::Stream;
+        if args.rpc != rpc && !both {
+            continue;
+        }
+        if rpc == Rpc::Stream {
+            let streamed = |d| {
+                let m = measure_stream(&channels, args.inflight, d, &args.key, template.clone());
+                with_cpu(args.server_pid, m)
+            };
+            streamed(Duration::from_millis(300).min(duration)).await?;
+            reports.push(streamed(duration).await?);
             continue;
         }
         let closed = |d| {

@@ -83,6 +83,7 @@ pub struct State {
     pub score_permits: Arc<Semaphore>,
     pub inline_scoring: bool,
     pub stream_buffer: usize,
+    pub stream_concurrency: usize,
     health: HealthReporter,
     /// Whether the velocity store answered the last probe (always, in process): without it
     /// every Score call is refused, so health must say so.
@@ -111,6 +112,7 @@ impl State {
             score_permits: Arc::new(Semaphore::new(config.limits.max_concurrent_scores)),
             inline_scoring: config.inline_scoring,
             stream_buffer: config.limits.stream_buffer,
+            stream_concurrency: config.limits.stream_concurrency,
             health,
             velocity_up: AtomicBool::new(true),
             health_lock: tokio::sync::Mutex::new(()),

@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -70,6 +70,29 @@ impl Scoring {
             Err(e) => Err(e.into()),
         };
         recorded(&self.state, draft, result.map_err(to_status)).await
+    }
+
+    /// One ScoreStream item, start to end: its answer, or its error as an item (the stream
+    /// goes on), recorded in the audit log and the metrics like a Score call.
+    async fn stream_item(&self, partner: usize, req: pb::ScoreRequest) -> pb::ScoreStreamItem {
+        let start = Instant::now();
+        let request_id = req.request_id.clone();
+        let metrics = &self.state.metrics;
+        let item = match self.audited(Method::ScoreStream, Ok(partner), req).await {
+            Ok(resp) => {
+                metrics.observe(Method::ScoreStream, Code::Ok, start.elapsed());
+                Item::Response(resp)
+            }
+            Err(s) => {
+                metrics.observe(Method::ScoreStream, s.code(), start.elapsed());
+                Item::Error(pb::ItemError {
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                    request_id,
+                })
+            }
+        };
+        pb::ScoreStreamItem { item: Some(item) }
     }
 
     /// One request of an authenticated partner, start to end. Order of checks: the request's own
@@ -189,48 +212,43 @@ impl pb::credit_scoring_server::CreditScoring for Scoring {
                 return Err(s);
             }
         };
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         // Bounded: when the caller stops reading answers, we stop reading requests.
         let (tx, rx) = mpsc::channel(self.state.stream_buffer);
         let this = self.clone();
+        let concurrency = self.state.stream_concurrency;
         tokio::spawn(async move {
+            // Up to `concurrency` items scored at once, answered in request order. One at a time,
+            // each item waited for its own audit commit, and a stream ran at a quarter of the
+            // unary calls' rate; at once, a stream's items share the group commits.
+            let mut answers = inbound
+                .map(move |next| {
+                    let this = this.clone();
+                    async move {
+                        match next {
+                            Ok(req) => Ok(this.stream_item(partner, req).await),
+                            Err(status) => Err(status),
+                        }
+                    }
+                })
+                .buffered(concurrency);
             loop {
                 let next = tokio::select! {
-                    m = inbound.message() => m,
+                    a = answers.next() => a,
                     _ = tx.closed() => break,
                 };
-                let req = match next {
-                    Ok(Some(req)) => req,
-                    Ok(None) => break,
-                    Err(status) => {
-                        // A transport or decoding error: the stream cannot go on.
+                match next {
+                    None => break,
+                    Some(Ok(item)) => {
+                        if tx.send(Ok(item)).await.is_err() {
+                            break;
+                        }
+                    }
+                    // A transport or decoding error: the stream cannot go on.
+                    Some(Err(status)) => {
                         let _ = tx.send(Err(status)).await;
                         break;
                     }
-                };
-                let start = Instant::now();
-                let request_id = req.request_id.clone();
-                let item = match this.audited(Method::ScoreStream, Ok(partner), req).await {
-                    Ok(resp) => {
-                        this.state
-                            .metrics
-                            .observe(Method::ScoreStream, Code::Ok, start.elapsed());
-                        Item::Response(resp)
-                    }
-                    Err(s) => {
-                        this.state
-                            .metrics
-                            .observe(Method::ScoreStream, s.code(), start.elapsed());
-                        Item::Error(pb::ItemError {
-                            code: s.code() as i32,
-                            message: s.message().to_string(),
-                            request_id,
-                        })
-                    }
-                };
-                let item = pb::ScoreStreamItem { item: Some(item) };
-                if tx.send(Ok(item)).await.is_err() {
-                    break;
                 }
             }
         });
