@@ -115,7 +115,7 @@ pub struct TlsConfig {
     pub require_client_cert: bool,
 }
 
-/// Bounds of `velocity.probe_interval_ms`: more often is load on Redis for nothing; less often
+/// Bounds of `health_probe_interval_ms`: more often is load on Redis for nothing; less often
 /// leaves a load balancer sending calls that fail for a minute.
 const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -132,9 +132,6 @@ pub struct VelocityConfig {
     pub key_prefix: String,
     /// Longest wait for Redis per call; past it the call is UNAVAILABLE.
     pub timeout: Duration,
-    /// How often the server PINGs Redis for its health status (and at once after a failed
-    /// call); while it does not answer, `sesame.v1.CreditScoring` is NOT_SERVING.
-    pub probe_interval: Duration,
     /// PEM files for a `rediss://` URL: Redis's CA (default: the system's roots) and the
     /// client certificate and key Redis may ask for.
     pub tls: crate::rules::velocity::RedisTlsFiles,
@@ -147,7 +144,6 @@ impl Default for VelocityConfig {
             redis_cluster: false,
             key_prefix: "sesame:velocity".to_string(),
             timeout: Duration::from_millis(250),
-            probe_interval: Duration::from_secs(1),
             tls: Default::default(),
         }
     }
@@ -232,6 +228,10 @@ pub struct Config {
     pub limits: Limits,
     /// Poll the model directory every this often and reload when it changed; `None` = off.
     pub watch_interval: Option<Duration>,
+    /// How often the server asks what Score depends on (a shared Redis: PING; an audit log
+    /// whose last write failed: a durable rewrite) for its health status, and at once after a
+    /// failure; while one does not answer, `sesame.v1.CreditScoring` is NOT_SERVING.
+    pub health_probe_interval: Duration,
     /// Also run requests with inline applicant data (the polars pipeline, milliseconds) on the
     /// async worker threads. Stored users are always scored there (microseconds); by default
     /// applicant requests go to the blocking pool, bounded by `limits.max_concurrent_scores`.
@@ -260,6 +260,7 @@ impl Default for Config {
             as_of: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default(),
             limits: Limits::default(),
             watch_interval: Some(Duration::from_secs(5)),
+            health_probe_interval: Duration::from_secs(1),
             inline_scoring: false,
             partners: Vec::new(),
             admin_key_sha256: None,
@@ -290,6 +291,7 @@ struct FileConfig {
     rules_dir: Option<PathBuf>,
     as_of: Option<String>,
     watch_interval_secs: Option<u64>,
+    health_probe_interval_ms: Option<u64>,
     inline_scoring: Option<bool>,
     admin_key_sha256: Option<String>,
     consent_secret: Option<String>,
@@ -328,7 +330,6 @@ struct FileVelocity {
     redis_cluster: Option<bool>,
     key_prefix: Option<String>,
     timeout_ms: Option<u64>,
-    probe_interval_ms: Option<u64>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -494,6 +495,9 @@ impl Config {
         if let Some(v) = f.as_of {
             self.as_of = parse_date("as_of", &v)?;
         }
+        if let Some(v) = f.health_probe_interval_ms {
+            self.health_probe_interval = Duration::from_millis(v);
+        }
         if let Some(v) = f.watch_interval_secs {
             self.watch_interval = interval(v);
         }
@@ -567,9 +571,6 @@ impl Config {
             }
             if let Some(t) = v.timeout_ms {
                 self.velocity.timeout = Duration::from_millis(t);
-            }
-            if let Some(t) = v.probe_interval_ms {
-                self.velocity.probe_interval = Duration::from_millis(t);
             }
             let tls = &mut self.velocity.tls;
             for (from, to) in [
@@ -676,9 +677,9 @@ impl Config {
             self.velocity.timeout =
                 Duration::from_millis(parse_num("SESAME_VELOCITY_TIMEOUT_MS", &v)?);
         }
-        if let Some(v) = get("SESAME_VELOCITY_PROBE_INTERVAL_MS") {
-            self.velocity.probe_interval =
-                Duration::from_millis(parse_num("SESAME_VELOCITY_PROBE_INTERVAL_MS", &v)?);
+        if let Some(v) = get("SESAME_HEALTH_PROBE_INTERVAL_MS") {
+            self.health_probe_interval =
+                Duration::from_millis(parse_num("SESAME_HEALTH_PROBE_INTERVAL_MS", &v)?);
         }
         let tls = &mut self.velocity.tls;
         for (key, to) in [
@@ -735,6 +736,12 @@ impl Config {
         }
         if l.stream_buffer == 0 {
             return Err(invalid("limits.stream_buffer", "must be > 0"));
+        }
+        if !(MIN_PROBE_INTERVAL..=MAX_PROBE_INTERVAL).contains(&self.health_probe_interval) {
+            return Err(invalid(
+                "health_probe_interval_ms",
+                "must be between 50 and 60000 (ms)",
+            ));
         }
         if !(1..=MAX_STREAM_CONCURRENCY).contains(&l.stream_concurrency) {
             return Err(invalid(
@@ -864,12 +871,6 @@ impl Config {
                 return Err(invalid(
                     "velocity.timeout_ms",
                     "must be > 0 and shorter than limits.call_timeout_ms",
-                ));
-            }
-            if !(MIN_PROBE_INTERVAL..=MAX_PROBE_INTERVAL).contains(&v.probe_interval) {
-                return Err(invalid(
-                    "velocity.probe_interval_ms",
-                    "must be between 50 and 60000 (ms)",
                 ));
             }
         } else if let Some(field) = v.tls.first_set() {
@@ -1060,24 +1061,16 @@ mod tests {
 
         // The health probe's interval: 1 s by default, from the file or the environment, and
         // bounded so that a typo neither hammers Redis nor leaves health stale for an hour.
-        assert_eq!(f.velocity.probe_interval, Duration::from_secs(1));
-        f.apply_toml(
-            "[velocity]\nredis_url = \"redis://10.0.0.5:6379/2\"\nprobe_interval_ms = 250\n",
-        )
-        .expect("file");
-        assert_eq!(f.velocity.probe_interval, Duration::from_millis(250));
+        assert_eq!(f.health_probe_interval, Duration::from_secs(1));
+        f.apply_toml("health_probe_interval_ms = 250\n")
+            .expect("file");
+        assert_eq!(f.health_probe_interval, Duration::from_millis(250));
         f.validate().expect("valid");
-        for (bad, _) in [("10", "too often"), ("3600000", "too rarely")] {
-            let e = Config::load_from(
-                None,
-                env(&[
-                    ("SESAME_VELOCITY_REDIS_URL", "redis://127.0.0.1:6379"),
-                    ("SESAME_VELOCITY_PROBE_INTERVAL_MS", bad),
-                ]),
-            )
-            .unwrap_err();
+        for bad in ["10", "3600000"] {
+            let e = Config::load_from(None, env(&[("SESAME_HEALTH_PROBE_INTERVAL_MS", bad)]))
+                .unwrap_err();
             assert!(
-                e.to_string().starts_with("velocity.probe_interval_ms:"),
+                e.to_string().starts_with("health_probe_interval_ms:"),
                 "{e}"
             );
         }

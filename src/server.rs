@@ -102,9 +102,9 @@ pub async fn run_with_metrics(
         config.watch_interval,
         stop_rx.clone(),
     ));
-    let prober = tokio::spawn(probe_velocity(
+    let prober = tokio::spawn(watch_dependencies(
         state.clone(),
-        config.velocity.probe_interval,
+        config.health_probe_interval,
         stop_rx.clone(),
     ));
 
@@ -187,13 +187,15 @@ async fn load_then_watch(
     }
 }
 
-/// Keeps health honest about a shared velocity store: while Redis does not answer, every Score
-/// call is refused, so the scoring service is NOT_SERVING and a load balancer sends partners to
-/// a server that can answer. PINGs every `every`, and at once after a failed call while it was
-/// up (at most one probe per [`MIN_PROBE_GAP`]). Nothing to do for in-process counters.
-async fn probe_velocity(state: Arc<State>, every: Duration, mut stop: watch::Receiver<bool>) {
+/// Keeps health honest about what every Score call needs besides the engine. While a shared
+/// velocity store (Redis) does not answer, or the audit log takes no writes, every call is
+/// refused, so the scoring service is NOT_SERVING and a load balancer sends partners to a server
+/// that can answer. Looks every `every`, and at once after a failure while things were fine (at
+/// most once per [`MIN_PROBE_GAP`]). Redis is PINGed each time; the audit log is probed only
+/// after a write failed (a probe is a durable write).
+async fn watch_dependencies(state: Arc<State>, every: Duration, mut stop: watch::Receiver<bool>) {
     const MIN_PROBE_GAP: Duration = Duration::from_millis(50);
-    // Loading probes once itself; once loaded, the engine (and its store) stays for good.
+    // Loading probes Redis once itself; once loaded, the engine (and its store) stays for good.
     let engine = loop {
         if let Some(engine) = state.engine.load_full() {
             break engine;
@@ -203,21 +205,31 @@ async fn probe_velocity(state: Arc<State>, every: Duration, mut stop: watch::Rec
             _ = tokio::time::sleep(every.min(Duration::from_millis(200))) => {}
         }
     };
-    if !engine.velocity().is_shared() {
+    let redis = engine.velocity().is_shared();
+    if !redis && !state.audit.enabled() {
         return;
     }
+    // Whether the audit log took writes at the last look: health changes only when a probe
+    // publishes, so a log that recovered through a commit is probed once more to say so.
+    let mut audit_seen = true;
     loop {
-        let up = state.velocity_up();
-        let failed_call = tokio::select! {
+        let (velocity_up, audit_ok) = (state.velocity_up(), state.audit.writable());
+        let failed = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(every) => false,
             // While down, calls keep failing; the timer alone decides when to look again.
-            _ = engine.velocity().failed(), if up => true,
+            _ = engine.velocity().failed(), if redis && velocity_up => true,
+            _ = state.audit.failed(), if audit_ok => true,
         };
-        if failed_call {
+        if failed {
             tokio::time::sleep(MIN_PROBE_GAP).await;
         }
-        state.probe_velocity(&engine).await;
+        if redis {
+            state.probe_velocity(&engine).await;
+        }
+        if !state.audit.writable() || !audit_seen {
+            audit_seen = state.probe_audit().await;
+        }
     }
 }
 

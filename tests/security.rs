@@ -508,6 +508,118 @@ async fn a_call_the_audit_cannot_record_is_not_answered() {
     assert!(e.to_string().contains("audit log"), "{e:#}");
 }
 
+/// Clears the immutable flag it set, so that the temporary directory can be removed whatever
+/// the test's outcome.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    /// `chattr +i path`, or why it cannot be set here.
+    fn set(path: &Path) -> Result<Immutable, String> {
+        let out = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run chattr: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Immutable(path.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// The audit log's disk stops taking writes (its journal made immutable: every write fails with
+/// EPERM, as on a file system remounted read-only): the Score call is refused, not answered
+/// unrecorded; health turns NOT_SERVING and `/metrics` says `sesame_audit_writable 0`. Writable
+/// again: the health probe's rewrite of the journal's last block succeeds, health is SERVING,
+/// and the next call is answered and recorded. Skipped (with the reason) where `chattr +i`
+/// cannot be set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_audit_logs_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(true, dir.path());
+    c.health_probe_interval = Duration::from_millis(100);
+    let audit_path = c.audit.path.clone();
+    let server = Spawned::start(c, true).await;
+    let r = Running {
+        channel: server.channel.clone(),
+        audit_path,
+        server,
+        _dir: dir,
+    };
+    wait_serving(r.channel.clone()).await;
+    let user = demo_user();
+    let call = |id: &str| req(id, &user, "cash_loan", token(&user, "demo", "cash_loan"));
+    r.scoring()
+        .score(with_key(call("before"), DEMO_KEY))
+        .await
+        .expect("answered while the disk takes writes");
+
+    let journal = sesame::audit::journal_path(&r.audit_path);
+    let frozen = match Immutable::set(&journal) {
+        Ok(f) => f,
+        Err(why) => {
+            println!("skipping health_follows_the_audit_logs_disk: chattr +i refused here ({why})");
+            r.shutdown().await;
+            return;
+        }
+    };
+    let e = r
+        .scoring()
+        .score(with_key(call("refused"), DEMO_KEY))
+        .await
+        .expect_err("the audit cannot record it");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("audit log"), "{}", e.message());
+    assert!(
+        support::wait_health(
+            r.channel.clone(),
+            support::NOT_SERVING,
+            Duration::from_secs(3)
+        )
+        .await,
+        "health still SERVING with the audit log unwritable"
+    );
+    let metrics = r.server.metrics_addr.expect("metrics listener");
+    let text = support::http_get(metrics, "/metrics").await;
+    assert!(text.contains("sesame_audit_writable 0"), "{text}");
+
+    drop(frozen);
+    assert!(
+        support::wait_health(r.channel.clone(), support::SERVING, Duration::from_secs(3)).await,
+        "health not SERVING with the audit log writable again"
+    );
+    let text = support::http_get(metrics, "/metrics").await;
+    assert!(text.contains("sesame_audit_writable 1"), "{text}");
+    r.scoring()
+        .score(with_key(call("after"), DEMO_KEY))
+        .await
+        .expect("answered again");
+    // Stopped, but its directory kept for the reading.
+    let Running {
+        server,
+        audit_path,
+        _dir: dir,
+        ..
+    } = r;
+    server.shutdown().await.expect("run Ok");
+    let store = Store::open_read_only(&audit_path).expect("store");
+    let ids: Vec<String> = store
+        .query(&Filter::default())
+        .expect("query")
+        .into_iter()
+        .map(|s| s.record.request_id)
+        .collect();
+    assert_eq!(ids, ["before", "after"], "the refused call left no record");
+    assert_eq!(store.verify().expect("verify").first_broken, None);
+    drop(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_mode_refuses_demo_and_missing_credentials() {
     let dir = tempfile::tempdir().expect("tempdir");

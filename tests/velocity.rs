@@ -578,7 +578,7 @@ async fn redis_outage_refuses_score_and_recovers_without_a_restart() {
 /// A Redis of its own for `test`, and a server probing it every `every`.
 async fn probed_server(test: &str, every: Duration) -> Option<(TempRedis, Server)> {
     let redis = TempRedis::start(test)?;
-    let server = Server::start_with(&redis, test, |c| c.velocity.probe_interval = every).await;
+    let server = Server::start_with(&redis, test, |c| c.health_probe_interval = every).await;
     Some((redis, server))
 }
 
@@ -739,7 +739,7 @@ async fn servers_count_in_a_redis_cluster() {
         move |c: &mut Config| {
             c.velocity.redis_url = Some(seeds);
             c.velocity.redis_cluster = true;
-            c.velocity.probe_interval = Duration::from_millis(100);
+            c.health_probe_interval = Duration::from_millis(100);
         }
     };
     let a = Server::start_with(&cluster.nodes[0], prefix, seeded(&[0])).await;

@@ -699,11 +699,37 @@ impl Store {
 
 type Ack = oneshot::Sender<Result<(), AuditError>>;
 
+/// What the writer thread is asked: commit a record, or say whether the disk takes writes.
+#[derive(Debug)]
+enum Job {
+    Record(AuditRecord, Ack),
+    Probe(Ack),
+}
+
+/// Whether the last journal write succeeded, shared by the writer and the handles. While it
+/// failed, every call fails (it cannot be recorded), so the service's health says so.
+#[derive(Debug)]
+struct Writable {
+    ok: std::sync::atomic::AtomicBool,
+    failed: tokio::sync::Notify,
+}
+
+impl Writable {
+    fn set(&self, ok: bool) {
+        use std::sync::atomic::Ordering;
+        if !self.ok.swap(ok, Ordering::Relaxed) || ok {
+            return;
+        }
+        self.failed.notify_one();
+    }
+}
+
 /// The handle the service writes through. Cheap to share; the writer thread ends when the last
 /// handle is dropped.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: Option<mpsc::Sender<(AuditRecord, Ack)>>,
+    tx: Option<mpsc::Sender<Job>>,
+    writable: std::sync::Arc<Writable>,
 }
 
 impl AuditLog {
@@ -717,6 +743,10 @@ impl AuditLog {
             .ok_or_else(|| AuditError::Write("the audit store opened without a journal".into()))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let (index_tx, index_rx) = std::sync::mpsc::channel();
+        let writable = std::sync::Arc::new(Writable {
+            ok: std::sync::atomic::AtomicBool::new(true),
+            failed: tokio::sync::Notify::new(),
+        });
         let thread_err = |e: std::io::Error| AuditError::Open {
             path: path.to_path_buf(),
             message: format!("cannot start the audit threads: {e}"),
@@ -725,16 +755,51 @@ impl AuditLog {
             .name("sesame-audit-index".into())
             .spawn(move || indexer(store, index_rx))
             .map_err(thread_err)?;
+        let shared = writable.clone();
         std::thread::Builder::new()
             .name("sesame-audit".into())
-            .spawn(move || writer(journal, rx, index_tx, commit_interval))
+            .spawn(move || writer(journal, rx, index_tx, commit_interval, &shared))
             .map_err(thread_err)?;
-        Ok(AuditLog { tx: Some(tx) })
+        Ok(AuditLog {
+            tx: Some(tx),
+            writable,
+        })
     }
 
     /// No audit (benchmarks only; refused in production mode): [`AuditLog::record`] is a no-op.
     pub fn disabled() -> AuditLog {
-        AuditLog { tx: None }
+        AuditLog {
+            tx: None,
+            writable: std::sync::Arc::new(Writable {
+                ok: std::sync::atomic::AtomicBool::new(true),
+                failed: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// Whether the last journal write (a commit or a probe) succeeded; always true when off.
+    pub fn writable(&self) -> bool {
+        self.writable.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Completes after a journal write failed (never, when the audit is off).
+    pub async fn failed(&self) {
+        match self.tx {
+            Some(_) => self.writable.failed.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Asks the writer whether the disk takes durable writes now (it rewrites the journal's
+    /// last block as it is; no record is added), and updates [`AuditLog::writable`].
+    pub async fn probe(&self) -> Result<(), AuditError> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        let (ack, done) = oneshot::channel();
+        tx.send(Job::Probe(ack))
+            .await
+            .map_err(|_| AuditError::Write("the audit writer has stopped".into()))?;
+        done.await
+            .map_err(|_| AuditError::Write("the audit writer has stopped".into()))?
     }
 
     pub fn enabled(&self) -> bool {
@@ -745,7 +810,7 @@ impl AuditLog {
     pub async fn record(&self, record: AuditRecord) -> Result<(), AuditError> {
         let Some(tx) = &self.tx else { return Ok(()) };
         let (ack, done) = oneshot::channel();
-        tx.send((record, ack))
+        tx.send(Job::Record(record, ack))
             .await
             .map_err(|_| AuditError::Write("the audit writer has stopped".into()))?;
         done.await
@@ -757,19 +822,40 @@ impl AuditLog {
 type Durable = (Vec<StoredRecord>, u64);
 
 /// Group commit: everything waiting goes into one durable journal write; each ack after it.
-/// Commits start at most every `min_interval`; calls arriving meanwhile join the next.
+/// Commits start at most every `min_interval`; calls arriving meanwhile join the next. A probe
+/// waiting with records is answered by their commit; alone, by a rewrite of the last block.
 fn writer(
     mut journal: Journal,
-    mut rx: mpsc::Receiver<(AuditRecord, Ack)>,
+    mut rx: mpsc::Receiver<Job>,
     index: std::sync::mpsc::Sender<Durable>,
     min_interval: std::time::Duration,
+    writable: &Writable,
 ) {
     let mut records = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
+    let mut probes = Vec::new();
     let mut last_commit = std::time::Instant::now() - min_interval;
-    while let Some((r, a)) = rx.blocking_recv() {
-        records.push(r);
-        acks.push(a);
+    let take =
+        |job: Job, records: &mut Vec<AuditRecord>, acks: &mut Vec<Ack>, probes: &mut Vec<Ack>| {
+            match job {
+                Job::Record(r, a) => {
+                    records.push(r);
+                    acks.push(a);
+                }
+                Job::Probe(a) => probes.push(a),
+            }
+        };
+    while let Some(job) = rx.blocking_recv() {
+        take(job, &mut records, &mut acks, &mut probes);
+        if records.is_empty() {
+            // A probe alone: no record to commit, only the question.
+            let result = journal.check_writable();
+            writable.set(result.is_ok());
+            for a in probes.drain(..) {
+                let _ = a.send(result.clone());
+            }
+            continue;
+        }
         let since = last_commit.elapsed();
         if since < min_interval {
             std::thread::sleep(min_interval - since);
@@ -777,10 +863,7 @@ fn writer(
         last_commit = std::time::Instant::now();
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok((r, a)) => {
-                    records.push(r);
-                    acks.push(a);
-                }
+                Ok(job) => take(job, &mut records, &mut acks, &mut probes),
                 Err(_) => break,
             }
         }
@@ -795,7 +878,8 @@ fn writer(
                 Err(e)
             }
         };
-        for a in acks.drain(..) {
+        writable.set(ack.is_ok());
+        for a in acks.drain(..).chain(probes.drain(..)) {
             let _ = a.send(ack.clone());
         }
         records.clear();

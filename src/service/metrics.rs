@@ -123,6 +123,7 @@ pub struct Metrics {
     scores: Histogram<12>,
     engine_ready: AtomicBool,
     velocity_up: AtomicBool,
+    audit_writable: AtomicBool,
     model_version: Mutex<String>,
     reloads_failed: AtomicU64,
     /// The engine whose rule counters are exported (set once it has loaded).
@@ -172,6 +173,7 @@ impl Default for Metrics {
             scores: Histogram::new(),
             engine_ready: AtomicBool::new(false),
             velocity_up: AtomicBool::new(true),
+            audit_writable: AtomicBool::new(true),
             model_version: Mutex::new(String::new()),
             reloads_failed: AtomicU64::new(0),
             engine: Mutex::new(None),
@@ -292,6 +294,11 @@ impl Metrics {
     /// Whether the velocity store answered the health probe's last PING.
     pub fn set_velocity_up(&self, up: bool) {
         self.velocity_up.store(up, Relaxed);
+    }
+
+    /// Whether the audit log took the last write (a commit or the health probe's rewrite).
+    pub fn set_audit_writable(&self, ok: bool) {
+        self.audit_writable.store(ok, Relaxed);
     }
 
     pub fn reload_failed(&self) {
@@ -415,6 +422,12 @@ impl Metrics {
         let score_bounds: Vec<String> = SCORE_BOUNDS.iter().map(|b| b.to_string()).collect();
         self.scores
             .render(&mut out, "sesame_score", "", &score_bounds, 1.0);
+        out.push_str("# HELP sesame_audit_writable 1 while the audit log takes writes (0: Score calls are refused and health is NOT_SERVING).\n# TYPE sesame_audit_writable gauge\n");
+        let _ = writeln!(
+            out,
+            "sesame_audit_writable {}",
+            u8::from(self.audit_writable.load(Relaxed))
+        );
         out.push_str("# HELP sesame_engine_ready 1 once the scoring engine is loaded.\n");
         out.push_str("# TYPE sesame_engine_ready gauge\n");
         let _ = writeln!(

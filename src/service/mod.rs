@@ -124,11 +124,11 @@ impl State {
         self.velocity_up.load(Ordering::Relaxed)
     }
 
-    /// SERVING only when a Score call can be answered: the engine is loaded and its velocity
-    /// store answers.
+    /// SERVING only when a Score call can be answered: the engine is loaded, its velocity
+    /// store answers, and the audit log takes writes.
     async fn publish_health(&self) {
         let _guard = self.health_lock.lock().await;
-        let serving = self.engine.load().is_some() && self.velocity_up();
+        let serving = self.engine.load().is_some() && self.velocity_up() && self.audit.writable();
         let status = if serving {
             ServingStatus::Serving
         } else {
@@ -137,6 +137,24 @@ impl State {
         self.health
             .set_service_status(SCORING_SERVICE_NAME, status)
             .await;
+    }
+
+    /// Asks the audit writer whether the disk takes writes again (after a failed commit), and
+    /// publishes the change to health, metrics and the log. Returns whether it does.
+    pub async fn probe_audit(&self) -> bool {
+        let was = self.audit.writable();
+        let result = self.audit.probe().await;
+        let ok = result.is_ok() && self.audit.writable();
+        self.metrics.set_audit_writable(ok);
+        match (&result, was, ok) {
+            (Err(e), _, _) => {
+                tracing::warn!(error = %e, "audit log takes no writes; health NOT_SERVING until it does")
+            }
+            (Ok(()), false, true) => tracing::info!("audit log takes writes again; health SERVING"),
+            _ => {}
+        }
+        self.publish_health().await;
+        ok
     }
 
     /// Asks the engine's velocity store whether it answers, and publishes the change, if any,

@@ -17,6 +17,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 pub const SCORING: &str = "sesame.v1.CreditScoring";
+pub const SERVING: ServingStatus = ServingStatus::Serving;
+pub const NOT_SERVING: ServingStatus = ServingStatus::NotServing;
 
 /// A server started by a test; [`Spawned::shutdown`] stops it as SIGTERM would.
 pub struct Spawned {
