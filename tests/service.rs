@@ -483,6 +483,26 @@ async fn requests_are_validated_naming_the_field() {
     r.shutdown().await.expect("clean shutdown");
 }
 
+/// Sends `reqs` on one ScoreStream of the demo partner and returns every item answered; the
+/// stream itself must not fail.
+async fn stream_items(r: &Running, reqs: Vec<pb::ScoreRequest>) -> Vec<Item> {
+    let mut out = r
+        .scoring()
+        .score_stream(with_key(tokio_stream::iter(reqs), PARTNER_KEY))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut items = Vec::new();
+    while let Some(item) = out
+        .message()
+        .await
+        .expect("stream never fails for a bad item")
+    {
+        items.push(item.item.expect("item set"));
+    }
+    items
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_answers_every_item_even_without_engine() {
     let (c, dir) = config_without_model();
@@ -492,23 +512,14 @@ async fn stream_answers_every_item_even_without_engine() {
         score_req("b", "", "cash_loan"),
         score_req("c", "u3", "cash_loan"),
     ];
-    let mut out = r
-        .scoring()
-        .score_stream(with_key(tokio_stream::iter(reqs), PARTNER_KEY))
+    let got: Vec<_> = stream_items(&r, reqs)
         .await
-        .expect("stream opens")
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(item) = out
-        .message()
-        .await
-        .expect("stream never fails for a bad item")
-    {
-        match item.item {
-            Some(Item::Error(e)) => got.push((e.request_id, e.code)),
+        .into_iter()
+        .map(|item| match item {
+            Item::Error(e) => (e.request_id, e.code),
             other => panic!("no engine, no response: {other:?}"),
-        }
-    }
+        })
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -820,16 +831,7 @@ async fn engine_score_stream_with_a_bad_item_in_the_middle() {
         transactions: vec![tx_row(-10.0)],
         ..Default::default()
     });
-    let mut out = r
-        .scoring()
-        .score_stream(with_key(tokio_stream::iter(reqs), PARTNER_KEY))
-        .await
-        .expect("stream")
-        .into_inner();
-    let mut items = Vec::new();
-    while let Some(item) = out.message().await.expect("stream survives the bad item") {
-        items.push(item.item.expect("item set"));
-    }
+    let items = stream_items(&r, reqs).await;
     assert_eq!(items.len(), 5);
     for (i, item) in items.iter().enumerate() {
         match (i, item) {
@@ -910,15 +912,10 @@ async fn score_stream_answers_in_request_order_while_scoring_items_at_once() {
             }
         })
         .collect();
-    let mut out = r
-        .scoring()
-        .score_stream(with_key(tokio_stream::iter(reqs), PARTNER_KEY))
-        .await
-        .expect("stream")
-        .into_inner();
-    let mut i = 0;
-    while let Some(item) = out.message().await.expect("stream") {
-        let Some(Item::Response(resp)) = item.item else {
+    let items = stream_items(&r, reqs).await;
+    assert_eq!(items.len(), n, "one answer per request");
+    for (i, item) in items.into_iter().enumerate() {
+        let Item::Response(resp) = item else {
             panic!("item {i}: {item:?}");
         };
         assert_eq!(resp.request_id, format!("s{i}"), "answers in request order");
@@ -928,9 +925,7 @@ async fn score_stream_answers_in_request_order_while_scoring_items_at_once() {
             _ => second_score,
         };
         assert_eq!(resp.score, want, "item {i} got another request's answer");
-        i += 1;
     }
-    assert_eq!(i, n, "one answer per request");
     r.shutdown().await.expect("clean shutdown");
 }
 
