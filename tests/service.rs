@@ -929,6 +929,124 @@ async fn score_stream_answers_in_request_order_while_scoring_items_at_once() {
     r.shutdown().await.expect("clean shutdown");
 }
 
+/// Runs `python3 args…` from the crate root on the blocking pool (the server under test runs on
+/// this runtime); its stdout, or why it failed.
+async fn python(args: Vec<String>) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("python3")
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "python3 {args:?}: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    })
+    .await
+    .expect("python task")
+}
+
+/// The Python examples, run as a partner runs them (grpcio, stubs generated from the .proto):
+/// `score.py` scores one user, `score_stream.py` a CSV of users over one ScoreStream, where a
+/// row without a user and a row with a forged consent are answered as their own errors. Scores
+/// agree with the Rust client's. Skipped, saying why, where python3 lacks grpcio and
+/// grpcio-tools (`.ci/run` installs them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_examples_score_a_user_and_a_file_of_users() {
+    if let Err(why) = python(vec!["-c".into(), "import grpc, grpc_tools".into()]).await {
+        println!("skipping: python3 with grpcio and grpcio-tools is needed ({why})");
+        return;
+    }
+    let r = start(config_with_engine(), vec![]).await;
+    wait_serving(&r).await;
+    let users = demo_users(2);
+    let token = |u: &str| {
+        ConsentKey::new(DEMO_CONSENT_SECRET.as_bytes()).issue(
+            u,
+            "demo",
+            "cash_loan",
+            unix_now(),
+            3600,
+        )
+    };
+    let mut expected = Vec::new();
+    for u in &users {
+        let resp = r
+            .scoring()
+            .score(with_key(score_req("rust", u, "cash_loan"), PARTNER_KEY))
+            .await
+            .expect("unary score")
+            .into_inner();
+        expected.push(resp.score);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv_in = dir.path().join("users.csv");
+    let csv_out = dir.path().join("scores.csv");
+    let mut rows = String::from("user_id,consent_token\n");
+    for u in &users {
+        rows.push_str(&format!("{u},{}\n", token(u)));
+    }
+    rows.push_str(",no-user\n");
+    rows.push_str(&format!("{},forged\n", users[0]));
+    std::fs::write(&csv_in, rows).expect("write users.csv");
+    let addr = r.addr.to_string();
+    let path = |p: &Path| p.display().to_string();
+    python(
+        [
+            "examples/score_stream.py",
+            "--addr",
+            &addr,
+            "--users",
+            &path(&csv_in),
+            "--out",
+            &path(&csv_out),
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await
+    .expect("score_stream.py");
+    let out = std::fs::read_to_string(&csv_out).expect("scores.csv");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    for (i, want) in expected.iter().enumerate() {
+        assert_eq!(lines[i][0], format!("row-{i}"), "{out}");
+        assert_eq!(lines[i][2], want.to_string(), "{out}");
+    }
+    assert_eq!(lines[2][6], "INVALID_ARGUMENT", "{out}");
+    assert!(lines[2][7].starts_with("user_id"), "{out}");
+    assert_eq!(lines[3][6], "PERMISSION_DENIED", "{out}");
+    assert!(lines[3][7].starts_with("consent_token"), "{out}");
+
+    let one = python(
+        [
+            "examples/score.py",
+            "--addr",
+            &addr,
+            "--user",
+            &users[0],
+            "--consent",
+            &token(&users[0]),
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await
+    .expect("score.py");
+    assert!(one.contains(&format!("score {} (", expected[0])), "{one}");
+    r.shutdown().await.expect("clean shutdown");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read models dir").flatten() {
