@@ -535,7 +535,8 @@ impl Drop for Immutable {
 
 /// The audit log's disk stops taking writes (its journal made immutable: every write fails with
 /// EPERM, as on a file system remounted read-only): the Score call is refused, not answered
-/// unrecorded; health turns NOT_SERVING and `/metrics` says `sesame_audit_writable 0`. Writable
+/// unrecorded; health turns NOT_SERVING, `/metrics` says `sesame_audit_writable 0` and
+/// `Admin/Status` `audit_writable: false`. Writable
 /// again: the health probe's rewrite of the journal's last block succeeds, health is SERVING,
 /// and the next call is answered and recorded. Skipped (with the reason) where `chattr +i`
 /// cannot be set.
@@ -588,6 +589,18 @@ async fn health_follows_the_audit_logs_disk() {
     let metrics = r.server.metrics_addr.expect("metrics listener");
     let text = support::http_get(metrics, "/metrics").await;
     assert!(text.contains("sesame_audit_writable 0"), "{text}");
+    let admin_says_writable = || {
+        let channel = r.channel.clone();
+        async move {
+            sesame::service::pb::admin_client::AdminClient::new(channel)
+                .status(with_key(pb::StatusRequest {}, "sesame-demo-admin-key"))
+                .await
+                .expect("admin status")
+                .into_inner()
+                .audit_writable
+        }
+    };
+    assert!(!admin_says_writable().await);
 
     drop(frozen);
     assert!(
@@ -596,6 +609,7 @@ async fn health_follows_the_audit_logs_disk() {
     );
     let text = support::http_get(metrics, "/metrics").await;
     assert!(text.contains("sesame_audit_writable 1"), "{text}");
+    assert!(admin_says_writable().await);
     r.scoring()
         .score(with_key(call("after"), DEMO_KEY))
         .await

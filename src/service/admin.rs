@@ -69,6 +69,7 @@ impl pb::admin_server::Admin for Admin {
                 engine.map(|e| e.status()),
                 self.state.load_error(),
                 velocity,
+                self.state.audit.writable(),
             )))
         })
         .await

@@ -306,11 +306,13 @@ pub fn model_info(m: ModelInfo) -> pb::ModelInfo {
     }
 }
 
-/// `velocity`: the store's description and whether it answered the last probe.
+/// `velocity`: the store's description and whether it answered the last probe;
+/// `audit_writable`: whether the audit log took its last write.
 pub fn status(
     s: Option<EngineStatus>,
     load_error: String,
     velocity: Option<(String, bool)>,
+    audit_writable: bool,
 ) -> pb::StatusResponse {
     let (velocity_store, velocity_store_up) = velocity.unwrap_or_default();
     match s {
@@ -318,6 +320,7 @@ pub fn status(
             engine_ready: true,
             velocity_store,
             velocity_store_up,
+            audit_writable,
             load_error,
             champion_version: s.champion_version,
             model_versions: s.model_versions,
@@ -329,6 +332,7 @@ pub fn status(
         None => pb::StatusResponse {
             engine_ready: false,
             load_error,
+            audit_writable,
             ..Default::default()
         },
     }
