@@ -715,12 +715,19 @@ struct Writable {
 }
 
 impl Writable {
+    fn new() -> std::sync::Arc<Writable> {
+        std::sync::Arc::new(Writable {
+            ok: std::sync::atomic::AtomicBool::new(true),
+            failed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Records the last write's outcome; wakes the health watcher when writes start failing.
     fn set(&self, ok: bool) {
-        use std::sync::atomic::Ordering;
-        if !self.ok.swap(ok, Ordering::Relaxed) || ok {
-            return;
+        let was_ok = self.ok.swap(ok, std::sync::atomic::Ordering::Relaxed);
+        if was_ok && !ok {
+            self.failed.notify_one();
         }
-        self.failed.notify_one();
     }
 }
 
@@ -743,10 +750,7 @@ impl AuditLog {
             .ok_or_else(|| AuditError::Write("the audit store opened without a journal".into()))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let (index_tx, index_rx) = std::sync::mpsc::channel();
-        let writable = std::sync::Arc::new(Writable {
-            ok: std::sync::atomic::AtomicBool::new(true),
-            failed: tokio::sync::Notify::new(),
-        });
+        let writable = Writable::new();
         let thread_err = |e: std::io::Error| AuditError::Open {
             path: path.to_path_buf(),
             message: format!("cannot start the audit threads: {e}"),
@@ -770,10 +774,7 @@ impl AuditLog {
     pub fn disabled() -> AuditLog {
         AuditLog {
             tx: None,
-            writable: std::sync::Arc::new(Writable {
-                ok: std::sync::atomic::AtomicBool::new(true),
-                failed: tokio::sync::Notify::new(),
-            }),
+            writable: Writable::new(),
         }
     }
 

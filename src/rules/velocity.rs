@@ -51,11 +51,6 @@ pub trait VelocityStore: Send + Sync {
         "in process".to_string()
     }
 
-    /// Whether the store answers now (at start, so the log says so before any call fails).
-    fn check(&self) -> Result<(), VelocityError> {
-        Ok(())
-    }
-
     /// Queries it could not count since start (each one a refused Score call).
     fn errors_total(&self) -> u64 {
         0
@@ -167,16 +162,6 @@ impl BlockingConnection {
         match self {
             BlockingConnection::Single(c) => p.query(c),
             BlockingConnection::Cluster(c) => p.query(c),
-        }
-    }
-
-    fn ping(&mut self) -> redis::RedisResult<()> {
-        match self {
-            BlockingConnection::Single(c) => redis::cmd("PING").query::<String>(c).map(drop),
-            BlockingConnection::Cluster(c) => {
-                redis::cmd("PING").query::<String>(c)?;
-                cluster_state_ok(redis::cmd("CLUSTER").arg("INFO").query(c)?)
-            }
         }
     }
 }
@@ -761,16 +746,6 @@ impl VelocityStore for RedisVelocity {
     fn errors_total(&self) -> u64 {
         self.errors_total.load(Ordering::Relaxed)
     }
-
-    fn check(&self) -> Result<(), VelocityError> {
-        let mut con = self.connect()?;
-        con.ping().map_err(|e| self.error(e))?;
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(con);
-        Ok(())
-    }
 }
 
 /// The store a scoring engine counts in: this process, or a shared Redis.
@@ -843,10 +818,6 @@ impl Velocity {
     /// Whether the counters live outside this process, where they can be unreachable.
     pub fn is_shared(&self) -> bool {
         matches!(self, Velocity::Redis(_))
-    }
-
-    pub fn check(&self) -> Result<(), VelocityError> {
-        self.store().check()
     }
 
     /// `in_process` or `redis`: a metrics label without the address.

@@ -96,11 +96,6 @@ impl ScoringEngine {
     pub fn load(config: EngineConfig) -> Result<ScoringEngine, ScoringError> {
         let velocity = Velocity::new(config.velocity_redis.clone())
             .map_err(|e| ScoringError::Internal(e.to_string()))?;
-        match velocity.check() {
-            Ok(()) => tracing::info!(store = %velocity.describe(), "velocity counters"),
-            Err(e) => tracing::warn!(error = %e,
-                "velocity store unreachable at start; Score calls are refused until it answers"),
-        }
         let models = load_models(&config, None)?;
         let rules = load_rules(&config, &models)?;
         Ok(ScoringEngine {

@@ -211,11 +211,12 @@ impl State {
                 let engine = Arc::new(engine);
                 self.metrics.watch_rules(engine.clone());
                 self.probe_velocity(&engine).await;
+                let velocity_store = engine.velocity().describe();
                 self.engine.store(Some(engine));
                 self.set_load_error(String::new());
                 self.metrics.set_engine(true, &version);
                 self.publish_health().await;
-                tracing::info!(model_version = %version, "scoring engine loaded; serving");
+                tracing::info!(model_version = %version, %velocity_store, "scoring engine loaded");
                 Ok(version)
             }
             Err(e) => {
