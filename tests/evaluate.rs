@@ -163,7 +163,7 @@ fn compare_reports_both_models() {
     assert_eq!(json["compare"]["bands"].as_array().map(Vec::len), Some(5));
     let html = std::fs::read_to_string(out.join(REPORT_HTML)).unwrap();
     assert!(html.contains("challenger challenger-x"));
-    assert!(html.contains("champion demo-1.2.0"));
+    assert!(html.contains("champion demo-1.2.1"));
 }
 
 #[test]

@@ -152,7 +152,7 @@ fn a_score_has_everything_a_partner_reads() {
             .reasons
             .windows(2)
             .all(|w| w[0].points_lost >= w[1].points_lost));
-        assert_eq!(o.model_version, "demo-1.2.0");
+        assert_eq!(o.model_version, "demo-1.2.1");
         assert_eq!(o.features_as_of, as_of());
     }
 }

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use crate::domain::{Dimension, FeatureValue};
+use crate::domain::{Dataset, Dimension};
 use crate::features::{to_dataset, Tables};
 use crate::model::scorecard::N_REASONS;
 use crate::rules::RuleSet;
@@ -29,8 +29,7 @@ use crate::scoring::ScoreOutcome;
 
 pub const DEFAULT_AS_OF: &str = "2025-12-31";
 pub const DEFAULT_PART_SIZE: usize = 100_000;
-/// Users per feature chunk on raw tables (`--chunk-users`); see `Pipeline::compute_chunked`.
-pub const DEFAULT_CHUNK_USERS: usize = 200_000;
+pub use crate::features::chunked::DEFAULT_CHUNK_USERS;
 const MANIFEST: &str = "manifest.txt";
 
 #[derive(clap::Args, Debug, Clone)]
@@ -235,14 +234,12 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
         }
         let part = df.slice(offset as i64, len);
         let ds = to_dataset(&part, spec)?;
-        let rows: Vec<Vec<FeatureValue>> = (0..ds.n_rows()).map(|r| ds.row(r)).collect();
         let outcomes = score_parallel(
             &bundle,
             rules.as_ref(),
             args.scenario.as_deref(),
             as_of,
-            &ds.ids,
-            &rows,
+            &ds,
         );
         let mut out = outcome_frame(&outcomes, &dims, args.scenario.is_some())?;
         crate::io::write_parquet_atomic(&mut out, &path)?;
@@ -282,38 +279,13 @@ fn load_features(
     let spec = &bundle.pipeline.spec;
     let df = if data.is_dir() {
         let tables = Tables::open_dir(spec, data)?;
-        let bar = if quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            indicatif::ProgressBar::new_spinner()
-        };
-        let n_features = spec.features.len();
-        bar.set_message(format!("computing {n_features} features"));
-        bar.enable_steady_tick(Duration::from_millis(200));
-        let mut styled = false;
-        let df = bundle
-            .pipeline
-            .compute_chunked(&tables, as_of, chunk_users, |done, total| {
-                if !styled {
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{spinner} {msg} {bar:30} {pos}/{len} chunks  {elapsed}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    bar.set_length(total as u64);
-                    styled = true;
-                }
-                bar.set_position(done as u64);
-                bar.set_message(if 2 * done < total {
-                    format!("{n_features} features: own rows, chunks of {chunk_users} users")
-                } else {
-                    format!("{n_features} features: graph, chunks of {chunk_users} users")
-                });
-            })
-            .context("computing features")?;
-        bar.finish_and_clear();
-        df
+        crate::features::cli::compute_with_progress(
+            &bundle.pipeline,
+            &tables,
+            as_of,
+            chunk_users,
+            quiet,
+        )?
     } else if data.is_file() {
         let ext = data
             .extension()
@@ -384,28 +356,28 @@ fn score_parallel(
     rules: Option<&RuleSet>,
     scenario: Option<&str>,
     as_of: NaiveDate,
-    ids: &[String],
-    rows: &[Vec<FeatureValue>],
+    ds: &Dataset,
 ) -> Vec<ScoreOutcome> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16);
-    let chunk = ids.len().div_ceil(threads).max(1);
+    let n = ds.n_rows();
+    let chunk = n.div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = ids
-            .chunks(chunk)
-            .zip(rows.chunks(chunk))
-            .map(|(ids, rows)| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|lo| {
+                let hi = (lo + chunk).min(n);
+                // Each user's row is built just before it is scored and dropped after: rows of
+                // a whole part (86 values x 100k users, ~275 MB) made every lookup a cache miss.
                 s.spawn(move || {
                     decide_rows(
                         bundle,
                         rules,
                         scenario,
                         as_of,
-                        ids.iter()
-                            .zip(rows)
-                            .map(|(u, r)| (u.as_str(), r.as_slice())),
+                        (lo..hi).map(|r| (ds.ids[r].as_str(), ds.row(r))),
                     )
                 })
             })

@@ -11,7 +11,9 @@
 //!    edges with either end in the range. On Parquet scans the range predicate is pushed down,
 //!    so a table stored in key order (as `sesame datasets generate` writes it) has whole row
 //!    groups skipped; any other order is still correct, only slower. These are the large tables
-//!    (transactions, behaviours), so this is where most of the memory goes.
+//!    (transactions, behaviours), so this is where most of the memory goes. Each chunk's tables
+//!    are read into memory first, so that a key already in order is flagged sorted
+//!    ([`mark_if_sorted`]): the plan's sort by key is then free and polars groups by slices.
 //! 2. *Shared*: the users-sharing-a-value features read other users' rows too. Their distinct
 //!    (user, value) pairs — who used which device — are gathered a key range at a time (only the
 //!    key, time and value columns are read, and only the pairs are kept), then each range's users
@@ -32,9 +34,13 @@ use polars::prelude::*;
 
 use chrono::NaiveDate;
 
-use super::pipeline::{in_order, shared_counts, Pipeline, Tables};
+use super::pipeline::{in_order, mark_if_sorted, shared_counts, Pipeline, Tables};
 use super::spec::{Definition, Feature, Mode};
 use super::FeatureError;
+
+/// Users per chunk of a population run (`--chunk-users` of `sesame batch`): ~3 GB at the peak on
+/// the generated population's event density.
+pub const DEFAULT_CHUNK_USERS: usize = 200_000;
 
 fn data(e: impl std::fmt::Display) -> FeatureError {
     FeatureError::Data(e.to_string())
@@ -115,29 +121,38 @@ impl Pipeline {
                 .gt_eq(lit(lo.clone()))
                 .and(col(c).lt_eq(lit(hi.clone())))
         };
-        // Every table narrowed to the rows of one key range (edges: either end in it).
-        let narrowed = |range: &(String, String, usize)| -> Tables {
-            let mut narrowed = tables.clone();
-            narrowed.insert_lazy(&spec.base_table, base.clone().filter(in_range(key, range)));
-            for t in &spec.tables {
-                let Ok(lf) = tables.get(&t.name) else {
-                    continue;
-                };
-                let lf = match &t.edges {
-                    Some((from, to)) => lf.filter(in_range(from, range).or(in_range(to, range))),
-                    None => lf.filter(in_range(key, range)),
-                };
-                narrowed.insert_lazy(&t.name, lf);
-            }
-            narrowed
-        };
+        // Every table narrowed to the rows of one key range (edges: either end in it). With
+        // `collect`, the keyed tables are read into memory and their key flagged as sorted when
+        // it is (see `mark_if_sorted`), so the plan's sort by key costs nothing.
+        let narrowed =
+            |range: &(String, String, usize), collect: bool| -> Result<Tables, FeatureError> {
+                let mut narrowed = tables.clone();
+                narrowed.insert_lazy(&spec.base_table, base.clone().filter(in_range(key, range)));
+                for t in &spec.tables {
+                    let Ok(lf) = tables.get(&t.name) else {
+                        continue;
+                    };
+                    match &t.edges {
+                        Some((from, to)) => narrowed.insert_lazy(
+                            &t.name,
+                            lf.filter(in_range(from, range).or(in_range(to, range))),
+                        ),
+                        None if collect => {
+                            let df = lf.filter(in_range(key, range)).collect().map_err(data)?;
+                            narrowed.insert(&t.name, mark_if_sorted(df, key)?);
+                        }
+                        None => narrowed.insert_lazy(&t.name, lf.filter(in_range(key, range))),
+                    }
+                }
+                Ok(narrowed)
+            };
         let mut stage1 = self.clone();
         stage1.spec.features.retain(|f| own_rows(&f.def));
         let n_chunks = ranges.len();
         let mut parts = Vec::with_capacity(n_chunks);
         for (i, range) in ranges.iter().enumerate() {
             let chunk_len = range.2;
-            let narrowed = narrowed(range);
+            let narrowed = narrowed(range, true)?;
             let part = stage1.compute(&narrowed, as_of)?;
             if part.height() != chunk_len {
                 return Err(data(format!(
@@ -181,7 +196,7 @@ impl Pipeline {
             for f in shared_feats {
                 let mut pairs = Vec::with_capacity(n_chunks);
                 for range in &ranges {
-                    let p = self.shared_pairs(&narrowed(range), f, as_of)?;
+                    let p = self.shared_pairs(&narrowed(range, false)?, f, as_of)?;
                     pairs.push(p.collect().map_err(data)?.lazy());
                 }
                 let all = concat(pairs, UnionArgs::default())

@@ -341,11 +341,14 @@ impl Pipeline {
                 self.event_frame(tables, t, asof)?
             };
             let schema = schema_of(&rows, &t.name)?;
+            let mut masked = Vec::new();
             let mut aggs = Vec::new();
             for f in feats {
-                aggs.push(aggregate_expr(f, t, &schema)?);
+                let (row, agg) = aggregate_exprs(f, t, &schema)?;
+                masked.push(row);
+                aggs.push(agg);
             }
-            let grouped = rows.group_by([col(key)]).agg(aggs);
+            let grouped = rows.with_columns(masked).group_by([col(key)]).agg(aggs);
             stage1 = left_join(stage1, grouped, key);
         }
 
@@ -512,7 +515,9 @@ impl Pipeline {
                 .iter()
                 .map(|f| cast_to(col(f.meta.name.as_str()), f.ftype)),
         );
-        Ok(full.select(out))
+        // Polars would drop the event tables' sort by key (see `event_frame`): no operator
+        // downstream observes row order. Keep it, so every path groups by slices alike.
+        Ok(full.select(out).with_check_order(false))
     }
 
     /// Flat mode: the table already has one row per applicant; listed columns are typed and
@@ -591,7 +596,7 @@ impl Pipeline {
     ) -> Result<LazyFrame, FeatureError> {
         let lf = tables.get(&t.name)?;
         let schema = schema_of(&lf, &t.name)?;
-        let mut lf = match &t.time {
+        let lf = match &t.time {
             Some(tc) => {
                 let dtype = schema.get(tc.as_str()).ok_or_else(|| {
                     FeatureError::Data(format!("table '{}': time column '{tc}' not found", t.name))
@@ -606,6 +611,21 @@ impl Pipeline {
                     .filter(col(AGE).gt(lit(0.0)))
             }
             None => lf.with_columns([lit(0.0).alias(AGE)]),
+        };
+        // Edge tables (no key column) are seen from both ends by `edge_frame` instead.
+        // Each user's rows together, in their original order (a stable sort; free when the key
+        // is flagged sorted, see `mark_if_sorted`). Polars then groups by slices of rows rather
+        // than by hashing every key, several times faster on large tables. It also makes every
+        // path — one user online, a chunk of a batch, the whole population — aggregate the same
+        // slices the same way, so a float sum is bit for bit the same on all of them.
+        let key = self.spec.key.as_str();
+        let mut lf = if t.edges.is_none() {
+            lf.sort(
+                [key],
+                SortMultipleOptions::default().with_maintain_order(true),
+            )
+        } else {
+            lf
         };
         for d in &t.derive {
             let e = match d {
@@ -819,7 +839,13 @@ fn collect_strings(lf: LazyFrame, column: &str) -> Result<Vec<String>, FeatureEr
     Ok(ca.iter().flatten().map(|s| s.to_string()).collect())
 }
 
-fn aggregate_expr(f: &Feature, t: &Table, schema: &Schema) -> Result<Expr, FeatureError> {
+/// An aggregate feature as two expressions: a row-level column holding the value where the row
+/// matches the filter and window and null elsewhere, and the group aggregation of that column.
+/// Why not `value.filter(mask).sum()` inside the group-by: polars evaluates a filter in a group
+/// context group by group (an index list per group), which made the population run 2-3x slower;
+/// a masked column is computed once over the table and the plain aggregations skip its nulls,
+/// with the same results (0 for counts and sums of no matching row, null for mean/max/min/std).
+fn aggregate_exprs(f: &Feature, t: &Table, schema: &Schema) -> Result<(Expr, Expr), FeatureError> {
     let Definition::Aggregate {
         column,
         agg,
@@ -853,21 +879,39 @@ fn aggregate_expr(f: &Feature, t: &Table, schema: &Schema) -> Result<Expr, Featu
         }
         Ok(col(c))
     };
-    let e = match agg {
-        Agg::Count => mask.sum(),
-        Agg::Sum => value()?.cast(DataType::Float64).filter(mask).sum(),
-        Agg::Mean => value()?.cast(DataType::Float64).filter(mask).mean(),
-        Agg::Max => value()?.cast(DataType::Float64).filter(mask).max(),
-        Agg::Min => value()?.cast(DataType::Float64).filter(mask).min(),
-        Agg::Std => value()?.cast(DataType::Float64).filter(mask).std(1),
+    let masked =
+        |v: Expr, dtype: DataType| when(mask.clone()).then(v).otherwise(lit(NULL).cast(dtype));
+    let f64_value = || -> Result<Expr, FeatureError> {
+        Ok(masked(value()?.cast(DataType::Float64), DataType::Float64))
+    };
+    let row = match agg {
+        // 0/1 as UInt32 (half the memory of Int64; a group's count fits): its sum is the count.
+        Agg::Count => mask.clone().cast(DataType::UInt32),
+        Agg::Sum | Agg::Mean | Agg::Max | Agg::Min | Agg::Std => f64_value()?,
         Agg::NUnique => {
             let v = value()?;
-            v.clone().filter(mask.and(v.is_not_null())).n_unique()
+            let dtype = schema
+                .get(column.as_deref().unwrap_or_default())
+                .cloned()
+                .unwrap_or(DataType::Null);
+            masked(v, dtype)
         }
-        Agg::DaysSinceLast => col(AGE).filter(mask).min(),
-        Agg::DaysSinceFirst => col(AGE).filter(mask).max(),
+        Agg::DaysSinceLast | Agg::DaysSinceFirst => masked(col(AGE), DataType::Float64),
     };
-    Ok(cast_to(e, f.ftype).alias(name))
+    let row_name = format!("__agg_{name}");
+    let c = || col(row_name.as_str());
+    let e = match agg {
+        Agg::Count | Agg::Sum => c().sum(),
+        Agg::Mean => c().mean(),
+        Agg::Max | Agg::DaysSinceFirst => c().max(),
+        Agg::Min | Agg::DaysSinceLast => c().min(),
+        Agg::Std => c().std(1),
+        Agg::NUnique => c().drop_nulls().n_unique(),
+    };
+    Ok((
+        row.alias(row_name.as_str()),
+        cast_to(e, f.ftype).alias(name),
+    ))
 }
 
 /// AND of the conditions; rows where a condition is null do not match. Starts from a column so
@@ -978,6 +1022,35 @@ fn conditions_mask(
         mask = mask.and(cond.fill_null(lit(false)));
     }
     Ok(mask)
+}
+
+/// `df` in one chunk, its `key` flagged as sorted when its values are in ascending order with no
+/// nulls. Polars trusts the flag (a sort by the key becomes free, a group-by uses slices), and
+/// has no check of its own in the features this build compiles, hence the loop.
+pub(super) fn mark_if_sorted(mut df: DataFrame, key: &str) -> Result<DataFrame, FeatureError> {
+    df.rechunk_mut();
+    let column = df
+        .column(key)
+        .map_err(|e| FeatureError::Data(e.to_string()))?;
+    let sorted = match column.str() {
+        Ok(ca) if ca.null_count() == 0 => {
+            let mut values = ca.iter().flatten();
+            let mut prev = values.next();
+            values.all(|v| {
+                let in_order = prev.is_none_or(|p| p <= v);
+                prev = Some(v);
+                in_order
+            })
+        }
+        _ => false,
+    };
+    if sorted {
+        let mut column = column.clone();
+        column.set_sorted_flag(polars::series::IsSorted::Ascending);
+        df.replace(key, column)
+            .map_err(|e| FeatureError::Data(e.to_string()))?;
+    }
+    Ok(df)
 }
 
 /// The rows of `values` in the order of `order` (its `key` and a `__order` row number), keyed

@@ -322,12 +322,12 @@ impl ScoringEngine {
 /// large for the in-memory store. `scenario` must be known to `rules` (the caller checks, see
 /// [`check_scenario`]); without a scenario (or without rules) no rule is evaluated and the
 /// decision is `review` with no hits, as the service answers a request without a scenario.
-pub fn decide_rows<'a>(
+pub fn decide_rows<'a, Row: std::borrow::Borrow<[FeatureValue]>>(
     bundle: &ModelBundle,
     rules: Option<&RuleSet>,
     scenario: Option<&str>,
     as_of: NaiveDate,
-    rows: impl Iterator<Item = (&'a str, &'a [FeatureValue])>,
+    rows: impl Iterator<Item = (&'a str, Row)>,
 ) -> Vec<ScoreOutcome> {
     rows.map(|(user, row)| {
         let input = ScoreInput {
@@ -336,7 +336,14 @@ pub fn decide_rows<'a>(
             partner_id: "batch".into(),
             ..Default::default()
         };
-        decide(bundle, rules, row, &input, VelocityCounts::default(), as_of)
+        decide(
+            bundle,
+            rules,
+            row.borrow(),
+            &input,
+            VelocityCounts::default(),
+            as_of,
+        )
     })
     .collect()
 }
