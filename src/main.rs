@@ -58,7 +58,50 @@ enum Command {
     Audit(sesame::audit::cli::AuditArgs),
 }
 
+// mimalloc rather than the system allocator, as polars advises: polars allocates and frees
+// column-sized buffers all the time, and glibc hands each large one back to the kernel, which
+// then zeroes fresh pages for the next (a fifth of a population run's CPU went to that).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Population runs (batch, features, training, generation) keep freed memory for reuse instead of
+/// returning it to the kernel, and back it with 2 MiB pages: a 1M-user batch ran in ~36 s instead
+/// of ~57 s on 2 vCPUs, its peak memory 3.9 GB → 5.8 GB. mimalloc reads these options from the
+/// environment once, before `main` (setting them later does not enable large pages), so such a
+/// command re-executes itself once with them set. Options the operator set are kept. The server
+/// keeps mimalloc's defaults: it is long-lived, and its memory should shrink after a reload.
+fn tune_allocator_for_offline_jobs() {
+    const OFFLINE: [&str; 5] = ["batch", "features", "train", "evaluate", "datasets"];
+    const TUNED: &str = "SESAME_ALLOCATOR_TUNED";
+    let mut args = std::env::args_os();
+    let arg0 = args.next();
+    let rest: Vec<_> = args.collect();
+    let offline = rest.first().is_some_and(|c| OFFLINE.iter().any(|o| c == o));
+    if !offline || std::env::var_os(TUNED).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut command = std::process::Command::new(exe);
+    command.args(rest).env(TUNED, "1");
+    if let Some(arg0) = arg0 {
+        std::os::unix::process::CommandExt::arg0(&mut command, arg0);
+    }
+    for (option, value) in [
+        ("MIMALLOC_PURGE_DELAY", "-1"),
+        ("MIMALLOC_ALLOW_LARGE_OS_PAGES", "1"),
+    ] {
+        if std::env::var_os(option).is_none() {
+            command.env(option, value);
+        }
+    }
+    // Returns only if the exec failed; the job then runs here, with the defaults.
+    let _ = std::os::unix::process::CommandExt::exec(&mut command);
+}
+
 fn main() -> ExitCode {
+    tune_allocator_for_offline_jobs();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SESAME_LOG")
