@@ -116,6 +116,7 @@ impl Pipeline {
             .map(|c| (c[0].to_string(), c[c.len() - 1].to_string(), c.len()))
             .collect();
         drop(sorted);
+        debug_rss("keys read and cut into ranges");
         let in_range = |c: &str, (lo, hi, _): &(String, String, usize)| {
             col(c)
                 .gt_eq(lit(lo.clone()))
