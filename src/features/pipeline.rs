@@ -885,8 +885,8 @@ fn aggregate_exprs(f: &Feature, t: &Table, schema: &Schema) -> Result<(Expr, Exp
         Ok(masked(value()?.cast(DataType::Float64), DataType::Float64))
     };
     let row = match agg {
-        // 0/1 as UInt32 (half the memory of Int64; a group's count fits): its sum is the count.
-        Agg::Count => mask.clone().cast(DataType::UInt32),
+        // The boolean mask itself: its group sum is the count (a bit per row, not 4-8 bytes).
+        Agg::Count => mask.clone(),
         Agg::Sum | Agg::Mean | Agg::Max | Agg::Min | Agg::Std => f64_value()?,
         Agg::NUnique => {
             let v = value()?;
