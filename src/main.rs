@@ -70,16 +70,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// environment once, before `main` (setting them later does not enable large pages), so such a
 /// command re-executes itself once with them set. Options the operator set are kept. The server
 /// keeps mimalloc's defaults: it is long-lived, and its memory should shrink after a reload.
-fn tune_allocator_for_offline_jobs() {
-    const OFFLINE: [&str; 5] = ["batch", "features", "train", "evaluate", "datasets"];
+fn tune_allocator_for_offline_jobs(command: &Command) {
     const TUNED: &str = "SESAME_ALLOCATOR_TUNED";
-    let mut args = std::env::args_os();
-    let arg0 = args.next();
-    let rest: Vec<_> = args.collect();
-    let offline = rest.first().is_some_and(|c| OFFLINE.iter().any(|o| c == o));
+    let offline = matches!(
+        command,
+        Command::Batch(_)
+            | Command::Features { .. }
+            | Command::Train(_)
+            | Command::Evaluate(_)
+            | Command::Datasets(_)
+    );
     if !offline || std::env::var_os(TUNED).is_some() {
         return;
     }
+    let mut args = std::env::args_os();
+    let arg0 = args.next();
+    let rest: Vec<_> = args.collect();
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -101,7 +107,6 @@ fn tune_allocator_for_offline_jobs() {
 }
 
 fn main() -> ExitCode {
-    tune_allocator_for_offline_jobs();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SESAME_LOG")
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tune_allocator_for_offline_jobs(&cli.command);
     let result = match cli.command {
         Command::Datasets(cmd) => sesame::datasets::run(cmd),
         Command::Features {
