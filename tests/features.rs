@@ -607,3 +607,63 @@ fn a_model_refuses_a_pipeline_it_was_not_trained_on() {
         .expect("refused");
     assert!(e.contains("trained on pipeline"), "{e}");
 }
+
+/// `in` and `not_in` on text: short lists are compiled to equalities, long ones to polars'
+/// `is_in`; both must count the same rows, and a null never matches either way.
+#[test]
+fn list_filters_match_members_and_never_a_null() {
+    let many: Vec<String> = (4..16).map(|i| format!("\"k{i}\"")).collect();
+    let feature = |name: &str, op: &str, values: &str| {
+        format!(
+            r#"
+[[feature]]
+name = "{name}"
+dimension = "transaction"
+description = "{name}"
+type = "int"
+kind = "aggregate"
+table = "transactions"
+agg = "count"
+filter = [{{ column = "kind", op = "{op}", value = [{values}] }}]
+"#
+        )
+    };
+    let spec = format!(
+        "[pipeline]\nname = \"lists\"\nversion = \"1\"\n\n[tables.transactions]\ntime = \"ts\"\n{}{}{}{}",
+        feature("short_in", "in", "\"k1\", \"k2\""),
+        feature("short_not_in", "not_in", "\"k1\", \"k2\""),
+        feature("long_in", "in", &format!("\"k1\", \"k2\", {}", many.join(", "))),
+        feature("long_not_in", "not_in", &format!("\"k1\", \"k2\", {}", many.join(", "))),
+    );
+    let pipeline = Pipeline::from_spec(PipelineSpec::from_toml(&spec).unwrap());
+    let users = DataFrame::new(2, vec![Column::new("user_id".into(), ["a", "b"])]).unwrap();
+    let kinds = [
+        Some("k1"),
+        Some("k2"),
+        Some("k3"),
+        None,
+        Some("k10"),
+        Some("k1"),
+    ];
+    let transactions = DataFrame::new(
+        kinds.len(),
+        vec![
+            Column::new("user_id".into(), ["a", "a", "a", "a", "a", "b"]),
+            times("ts", vec![ms(2025, 12, 1, 12); kinds.len()]),
+            Column::new("kind".into(), kinds),
+        ],
+    )
+    .unwrap();
+    let tables = Tables::from_frames([
+        ("users".to_string(), users),
+        ("transactions".to_string(), transactions),
+    ]);
+    let df = pipeline.compute(&tables, as_of()).unwrap();
+    // a: k1, k2, k3, null, k10 (the long list holds k1, k2 and k4..k15). b: k1.
+    assert_eq!(value(&df, "a", "short_in"), Some(2.0));
+    assert_eq!(value(&df, "a", "short_not_in"), Some(2.0));
+    assert_eq!(value(&df, "a", "long_in"), Some(3.0));
+    assert_eq!(value(&df, "a", "long_not_in"), Some(1.0));
+    assert_eq!(value(&df, "b", "short_in"), Some(1.0));
+    assert_eq!(value(&df, "b", "short_not_in"), Some(0.0));
+}
