@@ -667,3 +667,119 @@ filter = [{{ column = "kind", op = "{op}", value = [{values}] }}]
     assert_eq!(value(&df, "b", "short_in"), Some(1.0));
     assert_eq!(value(&df, "b", "short_not_in"), Some(0.0));
 }
+
+/// Neighbour features limited to some edge kinds: the other edges (and an edge of no kind) are
+/// not followed; a user with no followed edge is missing, one whose followed neighbours match
+/// nothing gets 0 (count, share, sum). Features over all edges see every neighbour.
+#[test]
+fn neighbour_features_follow_only_their_edge_kinds() {
+    let neighbours = |name: &str, agg: &str, rest: &str| {
+        format!(
+            "\n[[feature]]\nname = \"{name}\"\ndimension = \"relationship\"\ndescription = \"{name}\"\ntype = \"float\"\nkind = \"neighbors\"\ntable = \"relations\"\nagg = \"{agg}\"\n{rest}\n"
+        )
+    };
+    let attribute = |name: &str| {
+        format!(
+            "\n[[feature]]\nname = \"{name}\"\ndimension = \"identity\"\ndescription = \"{name}\"\ntype = \"int\"\nkind = \"attribute\"\ncolumn = \"{name}\"\n"
+        )
+    };
+    let flagged = r#"filter = [{ column = "flag", op = "ge", value = 1 }]"#;
+    let family = r#"edge_kinds = ["family"]"#;
+    let spec = [
+        "[pipeline]\nname = \"kinds\"\nversion = \"1\"\n\n[tables.relations]\nedges = { from = \"src\", to = \"dst\" }\n".to_string(),
+        attribute("age"),
+        attribute("flag"),
+        neighbours("fam_count", "count", &format!("{family}\n{flagged}")),
+        neighbours("fam_share", "share", &format!("{family}\n{flagged}")),
+        neighbours("fam_age_mean", "mean", &format!("{family}\nof = \"age\"")),
+        neighbours("fam_age_sum", "sum", &format!("{family}\nof = \"age\"\n{flagged}")),
+        neighbours("all_count", "count", flagged),
+        neighbours("all_age_max", "max", "of = \"age\""),
+    ]
+    .concat();
+    let pipeline = Pipeline::from_spec(PipelineSpec::from_toml(&spec).unwrap());
+    let users = DataFrame::new(
+        6,
+        vec![
+            Column::new("user_id".into(), ["a", "b", "c", "d", "e", "f"]),
+            Column::new("age".into(), [30i32, 40, 50, 20, 60, 70]),
+            Column::new("flag".into(), [0i32, 1, 0, 1, 0, 0]),
+        ],
+    )
+    .unwrap();
+    let relations = DataFrame::new(
+        5,
+        vec![
+            Column::new("src".into(), ["a", "a", "a", "e", "e"]),
+            Column::new("dst".into(), ["b", "c", "d", "d", "c"]),
+            Column::new(
+                "kind".into(),
+                [
+                    Some("family"),
+                    Some("family"),
+                    Some("contact"),
+                    Some("contact"),
+                    None,
+                ],
+            ),
+        ],
+    )
+    .unwrap();
+    let tables = Tables::from_frames([
+        ("users".to_string(), users),
+        ("relations".to_string(), relations),
+    ]);
+    let df = pipeline.compute(&tables, as_of()).unwrap();
+    let expect = [
+        // user: fam_count, fam_share, fam_age_mean, fam_age_sum, all_count, all_age_max
+        (
+            "a",
+            [
+                Some(1.0),
+                Some(0.5),
+                Some(45.0),
+                Some(40.0),
+                Some(2.0),
+                Some(50.0),
+            ],
+        ),
+        (
+            "b",
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(30.0),
+                Some(0.0),
+                Some(0.0),
+                Some(30.0),
+            ],
+        ),
+        (
+            "c",
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(30.0),
+                Some(0.0),
+                Some(0.0),
+                Some(60.0),
+            ],
+        ),
+        ("d", [None, None, None, None, Some(0.0), Some(60.0)]),
+        ("e", [None, None, None, None, Some(1.0), Some(50.0)]),
+        ("f", [None, None, None, None, None, None]),
+    ];
+    let names = [
+        "fam_count",
+        "fam_share",
+        "fam_age_mean",
+        "fam_age_sum",
+        "all_count",
+        "all_age_max",
+    ];
+    for (user, values) in expect {
+        for (name, want) in names.iter().zip(values) {
+            assert_eq!(value(&df, user, name), want, "{user} {name}");
+        }
+    }
+}

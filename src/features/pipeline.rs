@@ -382,40 +382,92 @@ impl Pipeline {
                 ),
                 None => edges,
             };
+            // Neighbour features: one join of each edge table with the neighbours' values,
+            // then one group-by for all the features that follow its edges (a feature limited
+            // to some edge kinds masks the others). At 1M users a join and a group-by per
+            // feature were most of the graph step.
+            let mut edge_tables: Vec<&str> = Vec::new();
             for f in &self.spec.features {
-                match &f.def {
-                    Definition::Neighbors {
-                        table,
+                if let Definition::Neighbors { table, .. } = &f.def {
+                    if !edge_tables.contains(&table.as_str()) {
+                        edge_tables.push(table);
+                    }
+                }
+            }
+            for table in edge_tables {
+                let feats: Vec<&Feature> = self
+                    .spec
+                    .features
+                    .iter()
+                    .filter(
+                        |f| matches!(&f.def, Definition::Neighbors { table: t, .. } if t == table),
+                    )
+                    .collect();
+                let stage1_schema = schema_of(&values, "stage 1")?;
+                let mut needed = Vec::new();
+                for f in &feats {
+                    if let Definition::Neighbors { of, filter, .. } = &f.def {
+                        let mine =
+                            neighbor_columns(of.iter().chain(filter.iter().map(|c| &c.column)));
+                        // Checked per feature, so that an error names the feature at fault.
+                        check_neighbor_columns(&stage1_schema, &base_schema, &f.meta.name, &mine)?;
+                        needed.extend(mine);
+                    }
+                }
+                let needed = neighbor_columns(needed.iter());
+                let t = self.table(table, &feats[0].meta.name)?;
+                let edges = own_edges(self.followed_edges(tables, t, asof, &[])?);
+                let nbr_vals =
+                    self.neighbor_values(&values, &base_schema, &feats[0].meta.name, &needed)?;
+                let joined = left_join_on(edges, nbr_vals, NBR, NBR);
+                let schema = schema_of(&joined, table)?;
+                let mut aggs = Vec::with_capacity(feats.len());
+                for f in &feats {
+                    let Definition::Neighbors {
                         edge_kinds,
                         agg,
                         of,
                         filter,
-                    } => {
-                        let t = self.table(table, &f.meta.name)?;
-                        let edges = own_edges(self.followed_edges(tables, t, asof, edge_kinds)?);
-                        let needed =
-                            neighbor_columns(of.iter().chain(filter.iter().map(|c| &c.column)));
-                        let nbr_vals =
-                            self.neighbor_values(&values, &base_schema, &f.meta.name, &needed)?;
-                        let joined = left_join_on(edges, nbr_vals, NBR, NBR);
-                        let schema = schema_of(&joined, table)?;
-                        let mask = conditions_mask(&f.meta.name, filter, &schema)?;
-                        let value = || {
-                            of.as_deref()
-                                .map(|o| col(o).cast(DataType::Float64).filter(mask.clone()))
-                        };
-                        let e = match agg {
-                            NeighborAgg::Count => mask.clone().cast(DataType::Int64).sum(),
-                            NeighborAgg::Share => mask.clone().cast(DataType::Float64).mean(),
-                            NeighborAgg::Mean => value().map(|v| v.mean()).unwrap_or(lit(NULL)),
-                            NeighborAgg::Max => value().map(|v| v.max()).unwrap_or(lit(NULL)),
-                            NeighborAgg::Sum => value().map(|v| v.sum()).unwrap_or(lit(NULL)),
-                        };
-                        let grouped = joined
-                            .group_by([col(key)])
-                            .agg([cast_to(e, f.ftype).alias(f.meta.name.as_str())]);
-                        full = left_join(full, grouped, key);
-                    }
+                        ..
+                    } = &f.def
+                    else {
+                        continue;
+                    };
+                    let mask = conditions_mask(&f.meta.name, filter, &schema)?;
+                    // The edges this feature follows; a user with none of them stays missing.
+                    let followed = (!edge_kinds.is_empty()).then(|| {
+                        member_of(col("kind"), str_series(edge_kinds), true).fill_null(lit(false))
+                    });
+                    let on_followed = |e: Expr| match &followed {
+                        Some(k) => e.filter(k.clone()),
+                        None => e,
+                    };
+                    let value = || {
+                        of.as_deref().map(|o| {
+                            on_followed(col(o).cast(DataType::Float64))
+                                .filter(on_followed(mask.clone()))
+                        })
+                    };
+                    let e = match agg {
+                        NeighborAgg::Count => on_followed(mask.clone()).cast(DataType::Int64).sum(),
+                        NeighborAgg::Share => {
+                            on_followed(mask.clone()).cast(DataType::Float64).mean()
+                        }
+                        NeighborAgg::Mean => value().map(|v| v.mean()).unwrap_or(lit(NULL)),
+                        NeighborAgg::Max => value().map(|v| v.max()).unwrap_or(lit(NULL)),
+                        NeighborAgg::Sum => value().map(|v| v.sum()).unwrap_or(lit(NULL)),
+                    };
+                    let e = match &followed {
+                        Some(k) => when(k.clone().any(false)).then(e).otherwise(lit(NULL)),
+                        None => e,
+                    };
+                    aggs.push(cast_to(e, f.ftype).alias(f.meta.name.as_str()));
+                }
+                let grouped = joined.group_by([col(key)]).agg(aggs);
+                full = left_join(full, grouped, key);
+            }
+            for f in &self.spec.features {
+                match &f.def {
                     Definition::TwoHop {
                         table,
                         edge_kinds,
@@ -724,22 +776,9 @@ impl Pipeline {
         needed: &[String],
     ) -> Result<LazyFrame, FeatureError> {
         let key = self.spec.key.as_str();
-        let stage1_schema = schema_of(stage1, "stage 1")?;
+        check_neighbor_columns(&schema_of(stage1, "stage 1")?, base_schema, feature, needed)?;
         let mut sel = vec![col(key).alias(NBR)];
-        for c in needed {
-            if stage1_schema.get(c.as_str()).is_none() {
-                let hint = if base_schema.get(c.as_str()).is_some() {
-                    " (declare it as an attribute feature)"
-                } else {
-                    ""
-                };
-                return Err(data_err(
-                    feature,
-                    format!("'{c}' is not a feature computed from the neighbour's own rows{hint}"),
-                ));
-            }
-            sel.push(col(c.as_str()));
-        }
+        sel.extend(needed.iter().map(|c| col(c.as_str())));
         let vals = stage1
             .clone()
             .select(sel)
@@ -778,6 +817,29 @@ fn left_join_on(a: LazyFrame, b: LazyFrame, left: &str, right: &str) -> LazyFram
     let mut args = JoinArgs::new(JoinType::Left);
     args.maintain_order = MaintainOrderJoin::Left;
     a.join(b, [col(left)], [col(right)], args)
+}
+
+/// The columns a graph feature reads from its neighbours must be their stage-1 features.
+fn check_neighbor_columns(
+    stage1_schema: &Schema,
+    base_schema: &Schema,
+    feature: &str,
+    needed: &[String],
+) -> Result<(), FeatureError> {
+    for c in needed {
+        if stage1_schema.get(c.as_str()).is_none() {
+            let hint = if base_schema.get(c.as_str()).is_some() {
+                " (declare it as an attribute feature)"
+            } else {
+                ""
+            };
+            return Err(data_err(
+                feature,
+                format!("'{c}' is not a feature computed from the neighbour's own rows{hint}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn neighbor_columns<'a>(it: impl Iterator<Item = &'a String>) -> Vec<String> {
