@@ -18,8 +18,8 @@
 //!    (user, value) pairs — who used which device — are gathered a key range at a time (only the
 //!    key, time and value columns are read, and only the pairs are kept), then each range's users
 //!    are counted against everyone's pairs.
-//! 3. *Graph*: neighbour, two-hop and ratio features run once per chunk of users (slices of the
-//!    base table in its order). The stage-1 values they read (own-rows and shared features)
+//! 3. *Graph*: neighbour, two-hop and ratio features run once per graph chunk of users (slices
+//!    of the base table in its order; [`GRAPH_CHUNK_FACTOR`] own-rows chunks' worth of users). The stage-1 values they read (own-rows and shared features)
 //!    become attributes of a narrow base table (same name and type, so the same values); the
 //!    chunk follows only its own users' edges on the first hop and reads the neighbours' values
 //!    from every user's ([`Tables::set_neighbor_values`]). Chunking matters here too: two-hop
@@ -38,9 +38,16 @@ use super::pipeline::{in_order, mark_if_sorted, shared_counts, Pipeline, Tables}
 use super::spec::{Definition, Feature, Mode};
 use super::FeatureError;
 
-/// Users per chunk of a population run (`--chunk-users` of `sesame batch`): ~3 GB at the peak on
-/// the generated population's event density.
-pub const DEFAULT_CHUNK_USERS: usize = 200_000;
+/// Users per own-rows chunk of a population run (`--chunk-users` of `sesame batch`): ~2.9 GB at
+/// the peak on the generated population's event density (1M users). 200,000 peaked at ~5 GB
+/// for little less CPU; on this project's VM every fresh GB costs 0.2-3 s to fault in
+/// (docs/batch.md), so the smaller peak is also the faster run.
+pub const DEFAULT_CHUNK_USERS: usize = 100_000;
+
+/// Graph chunks hold this many own-rows chunks' users: the graph step needs far less memory per
+/// user (its peak stayed under the own-rows step's even unchunked at 1M users), and each graph
+/// chunk pays a fixed cost for joining against every user's values.
+const GRAPH_CHUNK_FACTOR: usize = 5;
 
 fn data(e: impl std::fmt::Display) -> FeatureError {
     FeatureError::Data(e.to_string())
@@ -80,7 +87,7 @@ impl Pipeline {
     /// [`Pipeline::compute`] in chunks of `chunk_users` users (see the module doc). Falls back to
     /// one run when chunking cannot help or apply: flat mode, no more users than a chunk, or a
     /// base table whose key is not a unique, non-null string. `progress(done, total)` is called
-    /// after each own-rows chunk and each graph chunk (`total` = twice the chunks; a single run
+    /// after each own-rows chunk and each graph chunk (`total` = both counts; a single run
     /// reports nothing).
     pub fn compute_chunked(
         &self,
@@ -150,6 +157,9 @@ impl Pipeline {
         let mut stage1 = self.clone();
         stage1.spec.features.retain(|f| own_rows(&f.def));
         let n_chunks = ranges.len();
+        let graph_chunk_users = chunk_users.saturating_mul(GRAPH_CHUNK_FACTOR);
+        let graph_chunks = n.div_ceil(graph_chunk_users);
+        let total_steps = n_chunks + graph_chunks;
         let mut parts = Vec::with_capacity(n_chunks);
         for (i, range) in ranges.iter().enumerate() {
             let chunk_len = range.2;
@@ -163,7 +173,7 @@ impl Pipeline {
             }
             parts.push(part.lazy());
             debug_rss(&format!("own-rows chunk {i}"));
-            progress(i + 1, 2 * n_chunks);
+            progress(i + 1, total_steps);
         }
 
         // Back to the base table's order: the stage-1 values become the graph step's base table.
@@ -234,7 +244,7 @@ impl Pipeline {
             Some(df)
         };
 
-        // Step 3: neighbour, two-hop and ratio features, a chunk of users at a time. The
+        // Step 3: neighbour, two-hop and ratio features, a graph chunk of users at a time. The
         // two-hop paths grow faster than the users (hubs), so this step is chunked too: each
         // chunk follows its own users' edges and reads the neighbours' values from every user's.
         // Those values are the stage-1 features the graph features read (each an attribute now:
@@ -282,9 +292,9 @@ impl Pipeline {
         let narrow = DataFrame::new(n, narrow).map_err(data)?;
         let all_values = narrow.clone().lazy();
         let mut graph_values: Option<DataFrame> = None;
-        for i in 0..n_chunks {
-            let offset = i * chunk_users;
-            let len = chunk_users.min(n - offset);
+        for i in 0..graph_chunks {
+            let offset = i * graph_chunk_users;
+            let len = graph_chunk_users.min(n - offset);
             let mut t = tables.clone();
             t.insert(&spec.base_table, narrow.slice(offset as i64, len));
             t.set_neighbor_values(all_values.clone());
@@ -302,7 +312,7 @@ impl Pipeline {
                 }
             }
             debug_rss(&format!("graph chunk {i}"));
-            progress(n_chunks + i + 1, 2 * n_chunks);
+            progress(n_chunks + i + 1, total_steps);
         }
         let graph_values = graph_values.ok_or_else(|| data("no users"))?;
 
