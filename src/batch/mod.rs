@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use crate::domain::{Dataset, Dimension};
+use crate::domain::Dimension;
 use crate::features::{to_dataset, Tables};
 use crate::model::scorecard::N_REASONS;
 use crate::rules::RuleSet;
@@ -233,15 +233,14 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
             continue;
         }
         let part = df.slice(offset as i64, len);
-        let ds = to_dataset(&part, spec)?;
-        let outcomes = score_parallel(
+        let mut out = score_part(
             &bundle,
             rules.as_ref(),
             args.scenario.as_deref(),
             as_of,
-            &ds,
-        );
-        let mut out = outcome_frame(&outcomes, &dims, args.scenario.is_some())?;
+            &part,
+            &dims,
+        )?;
         crate::io::write_parquet_atomic(&mut out, &path)?;
         pb.inc(len as u64);
         if args.part_delay_ms > 0 {
@@ -350,46 +349,59 @@ fn prepare_parts_dir(dir: &Path, manifest: &str, resume: bool) -> anyhow::Result
     Ok(())
 }
 
-/// [`decide_rows`] over the available cores, output in input order.
-fn score_parallel(
+/// One part's output: the part cut into one slice per core, and each slice's rows converted,
+/// scored and turned into output columns on its own thread, which also frees the outcomes (done
+/// on the main thread, converting and freeing were a quarter of the scoring step).
+fn score_part(
     bundle: &ModelBundle,
     rules: Option<&RuleSet>,
     scenario: Option<&str>,
     as_of: NaiveDate,
-    ds: &Dataset,
-) -> Vec<ScoreOutcome> {
+    part: &DataFrame,
+    dims: &[Dimension],
+) -> anyhow::Result<DataFrame> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16);
-    let n = ds.n_rows();
+    let n = part.height();
     let chunk = n.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
+    let spec = &bundle.pipeline.spec;
+    let frames = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
             .map(|lo| {
-                let hi = (lo + chunk).min(n);
-                // Each user's row is built just before it is scored and dropped after: rows of
-                // a whole part (86 values x 100k users, ~275 MB) made every lookup a cache miss.
-                s.spawn(move || {
-                    decide_rows(
+                let slice = part.slice(lo as i64, chunk.min(n - lo));
+                s.spawn(move || -> anyhow::Result<DataFrame> {
+                    let ds = to_dataset(&slice, spec)?;
+                    // Each user's row is built just before it is scored and dropped after: rows
+                    // of a whole part (86 values x 100k users, ~275 MB) made every lookup a
+                    // cache miss.
+                    let outcomes = decide_rows(
                         bundle,
                         rules,
                         scenario,
                         as_of,
-                        (lo..hi).map(|r| (ds.ids[r].as_str(), ds.row(r))),
-                    )
+                        (0..ds.n_rows()).map(|r| (ds.ids[r].as_str(), ds.row(r))),
+                    );
+                    outcome_frame(&outcomes, dims, scenario.is_some())
                 })
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
+            .map(|h| match h.join() {
+                Ok(frame) => frame,
                 Err(p) => std::panic::resume_unwind(p),
             })
-            .collect()
-    })
+            .collect::<anyhow::Result<Vec<DataFrame>>>()
+    })?;
+    let mut frames = frames.into_iter();
+    let mut out = frames.next().ok_or_else(|| anyhow::anyhow!("empty part"))?;
+    for f in frames {
+        out.vstack_mut(&f)?;
+    }
+    Ok(out)
 }
 
 /// The output columns of one part.
