@@ -1111,7 +1111,8 @@ fn member_of(a: Expr, values: Series, is_text: bool) -> Expr {
 /// nulls. Polars trusts the flag (a sort by the key becomes free, a group-by uses slices), and
 /// has no check of its own in the features this build compiles, hence the loop.
 pub(super) fn mark_if_sorted(mut df: DataFrame, key: &str) -> Result<DataFrame, FeatureError> {
-    df.rechunk_mut();
+    // One column per thread: a chunk read from Parquet arrives in pieces (row groups, pages).
+    df.rechunk_mut_par();
     let column = df
         .column(key)
         .map_err(|e| FeatureError::Data(e.to_string()))?;
