@@ -403,6 +403,9 @@ impl Pipeline {
                         |f| matches!(&f.def, Definition::Neighbors { table: t, .. } if t == table),
                     )
                     .collect();
+                let Some(first) = feats.first().map(|f| f.meta.name.as_str()) else {
+                    continue;
+                };
                 let stage1_schema = schema_of(&values, "stage 1")?;
                 let mut needed = Vec::new();
                 for f in &feats {
@@ -415,10 +418,9 @@ impl Pipeline {
                     }
                 }
                 let needed = neighbor_columns(needed.iter());
-                let t = self.table(table, &feats[0].meta.name)?;
+                let t = self.table(table, first)?;
                 let edges = own_edges(self.followed_edges(tables, t, asof, &[])?);
-                let nbr_vals =
-                    self.neighbor_values(&values, &base_schema, &feats[0].meta.name, &needed)?;
+                let nbr_vals = self.neighbor_values(&values, &base_schema, first, &needed)?;
                 let joined = left_join_on(edges, nbr_vals, NBR, NBR);
                 let schema = schema_of(&joined, table)?;
                 let mut aggs = Vec::with_capacity(feats.len());
