@@ -470,3 +470,108 @@ fn the_loader_survives_arbitrary_text() {
         let _ = RuleSet::from_sources(&[("fuzz.toml".into(), text)], &metas, Lists::default());
     }
 }
+
+const PROBE: &str = r#"
+[policy]
+name = "probe"
+scenario = "probe"
+mode = "collect_all"
+default = { outcome = "approve", reason = "nothing hit" }
+
+[[rule]]
+id = "V-score"
+description = "score"
+when = "score == 612 && pd == 0.05 && band == 'good'"
+outcome = "review"
+reason = "r"
+
+[[rule]]
+id = "V-request"
+description = "scenario and partner"
+when = "scenario == 'probe' && partner == 'p1'"
+outcome = "review"
+reason = "r"
+
+[[rule]]
+id = "V-dims"
+description = "sub-scores; a dimension the model lacks is null"
+when = "dim_transaction == 612 && dim_behavior == 600 && dim_identity == null"
+outcome = "review"
+reason = "r"
+
+[[rule]]
+id = "V-lists"
+description = "lists"
+when = "blacklisted && !watchlisted && !whitelisted"
+outcome = "review"
+reason = "r"
+
+[[rule]]
+id = "V-velocity"
+description = "velocity"
+when = "partners_1h == 1 && partners_24h == 7 && partners_30d == 7"
+outcome = "review"
+reason = "r"
+
+[[rule]]
+id = "V-feature"
+description = "a feature read twice, and a missing one"
+when = "late1_count_90d > 2 && late1_count_90d < 4 && dpd_max_90d == null"
+outcome = "review"
+reason = "r"
+
+[[rule]]
+id = "V-loop"
+description = "a macro's loop variable shadows the request's variable of that name"
+when = "[700].exists(score, score > 650)"
+outcome = "review"
+reason = "r"
+
+[[rule]]
+id = "V-never"
+description = "does not hit"
+when = "score > 900 || late1_count_90d == 0"
+outcome = "reject"
+reason = "r"
+"#;
+
+/// Every kind of variable a condition can read reaches it with the request's value: each rule
+/// of the probe policy hits only if its values arrived right.
+#[test]
+fn every_kind_of_variable_reaches_the_conditions() {
+    let set = RuleSet::from_sources(&[("probe.toml".into(), PROBE.into())], &features(), lists())
+        .expect("probe policy loads");
+    let c = Case {
+        name: "probe",
+        scenario: "probe",
+        score: 612,
+        user: "debtor",
+        set: &[("late1_count_90d", 3.0), ("dpd_max_90d", NAN)],
+        velocity: 7,
+        want: Decision::Review,
+        want_hits: &[
+            "V-score",
+            "V-request",
+            "V-dims",
+            "V-lists",
+            "V-velocity",
+            "V-feature",
+            "V-loop",
+        ],
+        want_param: None,
+    };
+    let e = run(&set, &c);
+    let hits: Vec<&str> = e.hits.iter().map(|h| h.rule_id.as_str()).collect();
+    assert_eq!(hits, c.want_hits, "{}", c.name);
+    assert_eq!(e.decision, c.want);
+    // The same rules for a user on no list, with other values: only what changed stops hitting.
+    let other = Case {
+        user: "someone",
+        score: 611,
+        velocity: 2,
+        ..c
+    };
+    let e = run(&set, &other);
+    let hits: Vec<&str> = e.hits.iter().map(|h| h.rule_id.as_str()).collect();
+    assert_eq!(hits, ["V-request", "V-feature", "V-loop"]);
+}

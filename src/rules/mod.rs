@@ -100,7 +100,7 @@ pub struct Rule {
     pub description: String,
     pub source: String,
     program: Program,
-    /// The context variables the condition reads (their union over the policy is built per request).
+    /// The context variables the condition reads (their union over the rule set is resolved at load).
     variables: Vec<String>,
     pub outcome: Decision,
     pub reason: String,
@@ -118,9 +118,6 @@ pub struct Policy {
     pub default_reason: String,
     pub default_params: BTreeMap<String, String>,
     pub rules: Vec<Rule>,
-    /// Every variable any of its rules reads: built once per request into one scope that all
-    /// the rules share (a scope per rule cost a map and a copy of each name per rule).
-    variables: Vec<String>,
     shadow_decisions: [AtomicU64; 3],
 }
 
@@ -160,7 +157,74 @@ pub struct RuleSet {
     pub policies: Vec<Policy>,
     pub lists: Lists,
     scenarios: Vec<String>,
-    features: HashMap<String, usize>,
+    /// Every variable a rule reads, sorted by name, with where its value comes from: looked up
+    /// per request by [`RequestVariables`] instead of copied into a CEL scope.
+    variables: Vec<(String, Source)>,
+}
+
+/// Where a rule variable's value comes from, decided once at load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Source {
+    Score,
+    Pd,
+    Band,
+    Scenario,
+    Partner,
+    Dimension(Dimension),
+    Blacklisted,
+    Whitelisted,
+    Watchlisted,
+    Partners1h,
+    Partners24h,
+    Partners30d,
+    Feature(usize),
+}
+
+impl Source {
+    fn of(name: &str, features: &HashMap<String, usize>) -> Option<Source> {
+        Some(match name {
+            "score" => Source::Score,
+            "pd" => Source::Pd,
+            "band" => Source::Band,
+            "scenario" => Source::Scenario,
+            "partner" => Source::Partner,
+            "dim_transaction" => Source::Dimension(Dimension::Transaction),
+            "dim_behavior" => Source::Dimension(Dimension::Behavior),
+            "dim_relationship" => Source::Dimension(Dimension::Relationship),
+            "dim_identity" => Source::Dimension(Dimension::Identity),
+            "dim_capacity" => Source::Dimension(Dimension::Capacity),
+            "blacklisted" => Source::Blacklisted,
+            "whitelisted" => Source::Whitelisted,
+            "watchlisted" => Source::Watchlisted,
+            "partners_1h" => Source::Partners1h,
+            "partners_24h" => Source::Partners24h,
+            "partners_30d" => Source::Partners30d,
+            feature => Source::Feature(*features.get(feature)?),
+        })
+    }
+}
+
+/// The variables of one request, as CEL asks for them: each value is made when a condition
+/// reads it, so a `first_hit` policy that stops at its first rule never builds the rest, and
+/// no per-request map of names is built (that map was half the cost of the rules).
+struct RequestVariables<'a> {
+    set: &'a RuleSet,
+    input: &'a RuleInput<'a>,
+}
+
+impl cel::context::VariableResolver for RequestVariables<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<cel::common::value::CowVal<'b, 'b>> {
+        // Names that are not rule variables (e.g. a macro's loop variable) stay CEL's own.
+        let k = self
+            .set
+            .variables
+            .binary_search_by(|(name, _)| name.as_str().cmp(variable))
+            .ok()?;
+        let value = self.set.value_of(self.set.variables[k].1, self.input);
+        Box::<dyn cel::common::value::Val>::try_from(value)
+            .ok()
+            .map(cel::common::value::CowVal::Owned)
+    }
 }
 
 const BUILTIN_VARIABLES: &[&str] = &[
@@ -286,12 +350,24 @@ impl RuleSet {
                 )));
             }
         }
+        let mut names: Vec<&str> = policies
+            .iter()
+            .flat_map(|p| p.rules.iter())
+            .flat_map(|r| r.variables.iter().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        // Every name was checked against the built-ins and the features when its rule loaded.
+        let variables = names
+            .into_iter()
+            .filter_map(|n| Some((n.to_string(), Source::of(n, &feature_index)?)))
+            .collect();
         Ok(RuleSet {
             version: String::new(),
             policies,
             lists,
             scenarios,
-            features: feature_index,
+            variables,
         })
     }
 
@@ -309,32 +385,36 @@ impl RuleSet {
     }
 
     fn evaluate_in(&self, root: &Context<'static, 'static>, input: &RuleInput<'_>) -> Evaluation {
+        let variables = RequestVariables { set: self, input };
+        let mut ctx = root.new_inner_scope();
+        ctx.set_variable_resolver(&variables);
         let mut decision = Decision::Approve;
         let mut hits = Vec::new();
-        let mut params = BTreeMap::new();
+        let mut params = None;
         for policy in self
             .policies
             .iter()
             .filter(|p| p.scenario == "*" || p.scenario == input.scenario)
         {
-            let (outcome, policy_hits, policy_params) = policy.run(self, &root, input);
             if policy.shadow {
+                let mut shadow_hits = Vec::new();
+                let (outcome, _) = policy.run(&ctx, &mut shadow_hits);
                 policy.shadow_decisions[severity(outcome) as usize].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(policy = %policy.name, outcome = outcome.as_str(), "shadow decision");
                 continue;
             }
+            let (outcome, policy_params) = policy.run(&ctx, &mut hits);
             if severity(outcome) > severity(decision) {
                 decision = outcome;
             }
             if policy.scenario != "*" {
-                params = policy_params;
+                params = Some(policy_params);
             }
-            hits.extend(policy_hits);
         }
         Evaluation {
             decision,
             hits,
-            params,
+            params: params.cloned().unwrap_or_default(),
         }
     }
 
@@ -369,40 +449,30 @@ impl RuleSet {
             .collect()
     }
 
-    fn value_of(&self, name: &str, input: &RuleInput<'_>) -> Value {
-        let dim = |d: Dimension| {
-            input
+    fn value_of(&self, source: Source, input: &RuleInput<'_>) -> Value {
+        match source {
+            Source::Score => Value::Int(input.score as i64),
+            Source::Pd => Value::Float(input.pd),
+            Source::Band => Value::String(Arc::new(input.band.as_str().to_string())),
+            Source::Scenario => Value::String(Arc::new(input.scenario.to_string())),
+            Source::Partner => Value::String(Arc::new(input.partner.to_string())),
+            Source::Dimension(d) => input
                 .dimension_scores
                 .iter()
                 .find(|(x, _)| *x == d)
                 .map(|(_, s)| Value::Int(*s as i64))
-                .unwrap_or(Value::Null)
-        };
-        match name {
-            "score" => Value::Int(input.score as i64),
-            "pd" => Value::Float(input.pd),
-            "band" => Value::String(Arc::new(input.band.as_str().to_string())),
-            "scenario" => Value::String(Arc::new(input.scenario.to_string())),
-            "partner" => Value::String(Arc::new(input.partner.to_string())),
-            "dim_transaction" => dim(Dimension::Transaction),
-            "dim_behavior" => dim(Dimension::Behavior),
-            "dim_relationship" => dim(Dimension::Relationship),
-            "dim_identity" => dim(Dimension::Identity),
-            "dim_capacity" => dim(Dimension::Capacity),
-            "blacklisted" => Value::Bool(self.lists.blacklist.contains(input.user_id)),
-            "whitelisted" => Value::Bool(self.lists.whitelist.contains(input.user_id)),
-            "watchlisted" => Value::Bool(self.lists.watchlist.contains(input.user_id)),
-            "partners_1h" => Value::Int(input.velocity.partners_1h as i64),
-            "partners_24h" => Value::Int(input.velocity.partners_24h as i64),
-            "partners_30d" => Value::Int(input.velocity.partners_30d as i64),
-            feature => match self
-                .features
-                .get(feature)
-                .and_then(|&i| input.feature_values.get(i))
-            {
-                Some(v) => feature_value(v),
-                None => Value::Null,
-            },
+                .unwrap_or(Value::Null),
+            Source::Blacklisted => Value::Bool(self.lists.blacklist.contains(input.user_id)),
+            Source::Whitelisted => Value::Bool(self.lists.whitelist.contains(input.user_id)),
+            Source::Watchlisted => Value::Bool(self.lists.watchlist.contains(input.user_id)),
+            Source::Partners1h => Value::Int(input.velocity.partners_1h as i64),
+            Source::Partners24h => Value::Int(input.velocity.partners_24h as i64),
+            Source::Partners30d => Value::Int(input.velocity.partners_30d as i64),
+            Source::Feature(i) => input
+                .feature_values
+                .get(i)
+                .map(feature_value)
+                .unwrap_or(Value::Null),
         }
     }
 }
@@ -424,21 +494,16 @@ fn feature_value(v: &FeatureValue) -> Value {
 }
 
 impl Policy {
+    /// This policy's outcome and the parameters of the rule (or default) that decided it; its
+    /// hits are appended to `hits`.
     fn run(
         &self,
-        set: &RuleSet,
-        root: &Context<'_, '_>,
-        input: &RuleInput<'_>,
-    ) -> (Decision, Vec<RuleHit>, BTreeMap<String, String>) {
-        let mut hits = Vec::new();
-        let mut outcome: Option<Decision> = None;
-        let mut params = self.default_params.clone();
-        let mut ctx = root.new_inner_scope();
-        for v in &self.variables {
-            ctx.add_variable_from_value(v.clone(), set.value_of(v, input));
-        }
+        ctx: &Context<'_, '_>,
+        hits: &mut Vec<RuleHit>,
+    ) -> (Decision, &BTreeMap<String, String>) {
+        let mut decided: Option<&Rule> = None;
         for rule in &self.rules {
-            let hit = match rule.program.execute(&ctx) {
+            let hit = match rule.program.execute(ctx) {
                 Ok(Value::Bool(b)) => b,
                 Ok(_) | Err(_) => {
                     rule.errors.fetch_add(1, Ordering::Relaxed);
@@ -457,19 +522,20 @@ impl Policy {
             });
             match self.mode {
                 Mode::FirstHit => {
-                    outcome = Some(rule.outcome);
-                    params = rule.params.clone();
+                    decided = Some(rule);
                     break;
                 }
                 Mode::CollectAll => {
-                    if outcome.is_none_or(|o| severity(rule.outcome) > severity(o)) {
-                        outcome = Some(rule.outcome);
-                        params = rule.params.clone();
+                    if decided.is_none_or(|d| severity(rule.outcome) > severity(d.outcome)) {
+                        decided = Some(rule);
                     }
                 }
             }
         }
-        (outcome.unwrap_or(self.default_outcome), hits, params)
+        match decided {
+            Some(rule) => (rule.outcome, &rule.params),
+            None => (self.default_outcome, &self.default_params),
+        }
     }
 }
 
@@ -562,9 +628,6 @@ fn parse_policy(
             errors: AtomicU64::new(0),
         });
     }
-    let mut variables: Vec<String> = rules.iter().flat_map(|r| r.variables.clone()).collect();
-    variables.sort();
-    variables.dedup();
     Ok(Policy {
         name: h.name,
         scenario: h.scenario,
@@ -574,7 +637,6 @@ fn parse_policy(
         default_reason: h.default.reason,
         default_params: h.default.params,
         rules,
-        variables,
         shadow_decisions: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
     })
 }
