@@ -201,6 +201,64 @@ pub struct Scorecard {
     pub metrics: ModelMetrics,
     pub training: TrainingInfo,
     pub challenger: Option<ChallengerSummary>,
+    /// Derived from `features`; never stored.
+    #[serde(skip)]
+    pub(crate) point_ranges: PointRanges,
+}
+
+/// Each feature's lowest and highest points, and their sums per dimension (the ends of each
+/// sub-score's scale): constants of the model that `score_with` used to fold on every call (a
+/// third of its work). Built on first use and never serialized; a clone starts empty, so a copy
+/// whose points are then changed cannot score with its original's constants.
+#[derive(Default)]
+pub(crate) struct PointRanges(std::sync::OnceLock<PointRangeTable>);
+
+struct PointRangeTable {
+    /// (lowest, highest) points of each feature, in feature order.
+    features: Vec<(f64, f64)>,
+    /// Per dimension: (sum of the lowest, sum of the highest), and whether any feature has it.
+    dims: [(f64, f64); 5],
+    present: [bool; 5],
+}
+
+impl Clone for PointRanges {
+    fn clone(&self) -> Self {
+        PointRanges::default()
+    }
+}
+
+/// Derived from the fields compared beside it.
+impl PartialEq for PointRanges {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PointRanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PointRanges")
+    }
+}
+
+impl PointRanges {
+    fn of<'a>(&'a self, features: &[ScorecardFeature]) -> &'a PointRangeTable {
+        self.0.get_or_init(|| {
+            let mut table = PointRangeTable {
+                features: Vec::with_capacity(features.len()),
+                dims: [(0.0, 0.0); 5],
+                present: [false; 5],
+            };
+            for f in features {
+                let (lo, hi) = (f.min_points(), f.max_points());
+                let d = dim_index(f.meta.dimension);
+                table.features.push((lo, hi));
+                table.dims[d].0 += lo;
+                table.dims[d].1 += hi;
+                table.present[d] = true;
+            }
+            table
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,15 +321,13 @@ impl Scorecard {
         value_of: impl Fn(usize) -> Option<&'a FeatureValue>,
     ) -> ScoreResult {
         static MISSING: FeatureValue = FeatureValue::Missing;
+        let ranges = self.point_ranges.of(&self.features);
         let mut z = self.intercept;
         let mut raw = 0.0;
         let mut dim_pts = [0.0f64; 5];
-        let mut dim_min = [0.0f64; 5];
-        let mut dim_max = [0.0f64; 5];
-        let mut dim_present = [false; 5];
         // top reasons: (points lost, feature index, bin)
         let mut top: [(f64, usize, usize); N_REASONS] = [(0.0, usize::MAX, 0); N_REASONS];
-        for (j, f) in self.features.iter().enumerate() {
+        for ((j, f), &(_, hi)) in self.features.iter().enumerate().zip(&ranges.features) {
             let v = value_of(j).unwrap_or(&MISSING);
             let b = f.binning.bin_index(v).min(f.points.len().saturating_sub(1));
             let (woe, p) = match (f.binning.bins.get(b), f.points.get(b)) {
@@ -280,12 +336,7 @@ impl Scorecard {
             };
             z += f.coefficient * woe;
             raw += p;
-            let d = dim_index(f.meta.dimension);
-            let (lo, hi) = (f.min_points(), f.max_points());
-            dim_pts[d] += p;
-            dim_min[d] += lo;
-            dim_max[d] += hi;
-            dim_present[d] = true;
+            dim_pts[dim_index(f.meta.dimension)] += p;
             let lost = hi - p;
             if lost > 1e-9 {
                 // insertion into the sorted top list; losses within 1e-9 count as ties, so the earlier feature stays first
@@ -302,13 +353,14 @@ impl Scorecard {
         let pd = 1.0 / (1.0 + (-z).exp());
         let dimension_scores = Dimension::ALL
             .iter()
-            .filter(|&&d| dim_present[dim_index(d)])
+            .filter(|&&d| ranges.present[dim_index(d)])
             .map(|&d| {
                 let k = dim_index(d);
-                let span = dim_max[k] - dim_min[k];
+                let (dim_min, dim_max) = ranges.dims[k];
+                let span = dim_max - dim_min;
                 let s = if span > 1e-12 {
                     SCORE_MIN as f64
-                        + (SCORE_MAX - SCORE_MIN) as f64 * (dim_pts[k] - dim_min[k]) / span
+                        + (SCORE_MAX - SCORE_MIN) as f64 * (dim_pts[k] - dim_min) / span
                 } else {
                     (SCORE_MIN + SCORE_MAX) as f64 / 2.0
                 };
@@ -623,6 +675,7 @@ pub(crate) mod tests {
                 candidates: vec![],
             },
             challenger: None,
+            point_ranges: Default::default(),
         }
     }
 

@@ -744,6 +744,7 @@ pub fn train_dataset(
                 .collect(),
         },
         challenger: None,
+        point_ranges: Default::default(),
     };
     sc.validate().map_err(ModelError::Fit)?;
     let mut sc = sc.canonicalize()?;
