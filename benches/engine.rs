@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use sesame::domain::FeatureValue;
+use sesame::model::ReasonText;
 use sesame::rules::{RuleInput, VelocityCounts};
 use sesame::scoring::{EngineConfig, ScoreInput, ScoringEngine};
 
@@ -51,9 +52,12 @@ fn main() {
         .map(|u| engine.stored_features(u).unwrap_or_default())
         .collect();
     let scorecard = per_call(n, |i| {
-        black_box(champion.score(&rows[i % rows.len()]));
+        black_box(champion.score(&rows[i % rows.len()], ReasonText::Write));
     });
-    let results: Vec<_> = rows.iter().map(|r| champion.score(r)).collect();
+    let results: Vec<_> = rows
+        .iter()
+        .map(|r| champion.score(r, ReasonText::Write))
+        .collect();
     let rules = per_call(n, |i| {
         let k = i % rows.len();
         let r = &results[k];

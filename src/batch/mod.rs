@@ -22,6 +22,7 @@ use polars::prelude::*;
 use crate::domain::Dimension;
 use crate::features::{to_dataset, Tables};
 use crate::model::scorecard::N_REASONS;
+use crate::model::ReasonText;
 use crate::rules::RuleSet;
 use crate::scoring::bundle::ModelBundle;
 use crate::scoring::engine::{check_scenario, decide_rows};
@@ -242,6 +243,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
             &dims,
         )?;
         crate::io::write_parquet_atomic(&mut out, &path)?;
+        crate::features::chunked::debug_rss(&format!("scored part {i}"));
         pb.inc(len as u64);
         if args.part_delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(args.part_delay_ms));
@@ -251,6 +253,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<BatchSummary> {
     drop(df);
 
     let mut summary = assemble(&dir, n_parts, &args.out)?;
+    crate::features::chunked::debug_rss("assembled the output");
     if summary.rows != n {
         bail!(
             "assembled {} rows from {} but the input has {n}; output not written",
@@ -383,6 +386,8 @@ fn score_part(
                         scenario,
                         as_of,
                         (0..ds.n_rows()).map(|r| (ds.ids[r].as_str(), ds.row(r))),
+                        // The output holds the reason codes, not their sentences.
+                        ReasonText::Skip,
                     );
                     outcome_frame(&outcomes, dims, scenario.is_some())
                 })

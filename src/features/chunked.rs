@@ -55,7 +55,7 @@ fn data(e: impl std::fmt::Display) -> FeatureError {
 
 /// Diagnostics only, off unless `SESAME_CHUNK_DEBUG` is set: the process's current and peak
 /// resident memory after a step, on stderr (Linux; prints nothing elsewhere).
-fn debug_rss(what: &str) {
+pub(crate) fn debug_rss(what: &str) {
     if std::env::var_os("SESAME_CHUNK_DEBUG").is_some() {
         let st = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let get = |k: &str| {

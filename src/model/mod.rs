@@ -7,7 +7,7 @@ pub mod cli;
 pub mod scorecard;
 pub mod train;
 
-pub use scorecard::{Reason, ScoreResult, Scorecard};
+pub use scorecard::{Reason, ReasonText, ScoreResult, Scorecard};
 pub use train::{train_dataset, TrainConfig, TrainedModel};
 
 use std::path::PathBuf;

@@ -261,6 +261,14 @@ impl PointRanges {
     }
 }
 
+/// Whether reasons carry their sentence. A partner reads it; a batch writes only the codes, and
+/// formatting four sentences was a fifth of scoring a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasonText {
+    Write,
+    Skip,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
     pub code: String,
@@ -311,7 +319,7 @@ impl Scorecard {
 
     /// Score one applicant (values in the order of [`Scorecard::features`]). Never panics.
     pub fn score_row(&self, values: &[FeatureValue]) -> ScoreResult {
-        self.score_with(|j| values.get(j))
+        self.score_with(|j| values.get(j), ReasonText::Write)
     }
 
     /// [`Scorecard::score_row`] reading feature `j` through `value_of` (`None` = missing), so a
@@ -319,6 +327,7 @@ impl Scorecard {
     pub fn score_with<'a>(
         &self,
         value_of: impl Fn(usize) -> Option<&'a FeatureValue>,
+        text: ReasonText,
     ) -> ScoreResult {
         static MISSING: FeatureValue = FeatureValue::Missing;
         let ranges = self.point_ranges.of(&self.features);
@@ -384,10 +393,13 @@ impl Scorecard {
                     .get(b)
                     .map(|x| x.kind)
                     .unwrap_or(BinKind::Missing);
-                let text = match kind {
-                    BinKind::Missing => format!("{desc}: value is missing"),
-                    BinKind::Unseen => format!("{desc}: value {v} was not seen in training"),
-                    BinKind::Regular => match f.binning.rule {
+                let text = match (text, kind) {
+                    (ReasonText::Skip, _) => String::new(),
+                    (ReasonText::Write, BinKind::Missing) => format!("{desc}: value is missing"),
+                    (ReasonText::Write, BinKind::Unseen) => {
+                        format!("{desc}: value {v} was not seen in training")
+                    }
+                    (ReasonText::Write, BinKind::Regular) => match f.binning.rule {
                         BinRule::Numeric { .. } => {
                             format!("{desc}: value {v} is in a higher-risk range")
                         }
@@ -720,6 +732,23 @@ pub(crate) mod tests {
             worse.dimension_scores,
             vec![(Dimension::Transaction, 350), (Dimension::Identity, 350)]
         );
+    }
+
+    #[test]
+    fn skipping_the_sentences_changes_nothing_else() {
+        let sc = tiny();
+        for row in [
+            vec![FeatureValue::Num(30.0), FeatureValue::Cat("b".into())],
+            vec![FeatureValue::Missing, FeatureValue::Cat("zzz".into())],
+            vec![FeatureValue::Num(1.0), FeatureValue::Cat("a".into())],
+        ] {
+            let full = sc.score_row(&row);
+            let lean = sc.score_with(|j| row.get(j), ReasonText::Skip);
+            assert!(lean.reasons.iter().all(|r| r.text.is_empty()));
+            let mut without_text = full.clone();
+            without_text.reasons.iter_mut().for_each(|r| r.text.clear());
+            assert_eq!(lean, without_text, "{row:?}");
+        }
     }
 
     #[test]

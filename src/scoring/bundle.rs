@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::FeatureValue;
 use crate::features::Pipeline;
-use crate::model::{ScoreResult, Scorecard};
+use crate::model::{ReasonText, ScoreResult, Scorecard};
 
 pub const PIPELINE_FILE: &str = "pipeline.toml";
 
@@ -73,8 +73,10 @@ impl ModelBundle {
     }
 
     /// Scores one user from the pipeline's feature row (pipeline order).
-    pub fn score(&self, pipeline_row: &[FeatureValue]) -> ScoreResult {
-        self.scorecard
-            .score_with(|j| self.index.get(j).and_then(|&i| pipeline_row.get(i)))
+    pub fn score(&self, pipeline_row: &[FeatureValue], text: ReasonText) -> ScoreResult {
+        self.scorecard.score_with(
+            |j| self.index.get(j).and_then(|&i| pipeline_row.get(i)),
+            text,
+        )
     }
 }

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use chrono::NaiveDate;
 
 use crate::domain::{Band, FeatureValue};
+use crate::model::ReasonText;
 use crate::rules::velocity::{Velocity, VelocityError};
 use crate::rules::{RuleInput, RuleSet, VelocityCounts};
 
@@ -170,7 +171,14 @@ impl ScoringEngine {
         let models = self.models.load();
         let bundle = models.champion();
         let as_of = models.store(bundle)?.as_of;
-        Ok(decide_rows(bundle, Some(&rules), scenario, as_of, rows))
+        Ok(decide_rows(
+            bundle,
+            Some(&rules),
+            scenario,
+            as_of,
+            rows,
+            ReasonText::Write,
+        ))
     }
 
     pub fn model_info(&self, version: Option<&str>) -> Result<ModelInfo, ScoringError> {
@@ -322,12 +330,14 @@ impl ScoringEngine {
 /// large for the in-memory store. `scenario` must be known to `rules` (the caller checks, see
 /// [`check_scenario`]); without a scenario (or without rules) no rule is evaluated and the
 /// decision is `review` with no hits, as the service answers a request without a scenario.
+/// With [`ReasonText::Skip`] the reasons carry their codes and values but no sentence.
 pub fn decide_rows<'a, Row: std::borrow::Borrow<[FeatureValue]>>(
     bundle: &ModelBundle,
     rules: Option<&RuleSet>,
     scenario: Option<&str>,
     as_of: NaiveDate,
     rows: impl Iterator<Item = (&'a str, Row)>,
+    text: ReasonText,
 ) -> Vec<ScoreOutcome> {
     rows.map(|(user, row)| {
         let input = ScoreInput {
@@ -343,6 +353,7 @@ pub fn decide_rows<'a, Row: std::borrow::Borrow<[FeatureValue]>>(
             &input,
             VelocityCounts::default(),
             as_of,
+            text,
         )
     })
     .collect()
@@ -412,6 +423,7 @@ impl Resolved<'_> {
             input,
             velocity,
             self.as_of,
+            ReasonText::Write,
         )
     }
 }
@@ -444,8 +456,9 @@ fn decide(
     input: &ScoreInput,
     velocity: VelocityCounts,
     as_of: NaiveDate,
+    text: ReasonText,
 ) -> ScoreOutcome {
-    let result = bundle.score(row);
+    let result = bundle.score(row, text);
     let eval = rules.filter(|_| !input.scenario.is_empty()).map(|rules| {
         rules.evaluate(&RuleInput {
             scenario: &input.scenario,
