@@ -340,6 +340,23 @@ fn every_shipped_rule_decides_as_written() {
 }
 
 #[test]
+fn shipped_rules_all_run_natively_and_others_run_interpreted() {
+    assert_eq!(
+        shipped().interpreted_rules(),
+        Vec::<(String, String)>::new()
+    );
+    let set = RuleSet::from_sources(&[("probe.toml".into(), PROBE.into())], &features(), lists())
+        .expect("probe policy loads");
+    assert_eq!(
+        set.interpreted_rules(),
+        [
+            ("probe".to_string(), "V-loop".to_string()),
+            ("probe".to_string(), "V-interpreted".to_string())
+        ]
+    );
+}
+
+#[test]
 fn shipped_rules_load_from_disk_with_their_lists() {
     let set = shipped();
     assert_eq!(
@@ -528,6 +545,13 @@ outcome = "review"
 reason = "r"
 
 [[rule]]
+id = "V-interpreted"
+description = "`in` keeps the condition in the interpreter, which reads the same variables"
+when = "score in [612, 613] && partner == 'p1' && dim_transaction == 612 && blacklisted && late1_count_90d == 3 && dpd_max_90d == null"
+outcome = "review"
+reason = "r"
+
+[[rule]]
 id = "V-never"
 description = "does not hit"
 when = "score > 900 || late1_count_90d == 0"
@@ -557,6 +581,7 @@ fn every_kind_of_variable_reaches_the_conditions() {
             "V-velocity",
             "V-feature",
             "V-loop",
+            "V-interpreted",
         ],
         want_param: None,
     };

@@ -11,9 +11,12 @@
 //! (reject > review > approve); parameters (credit limit, deposit waiver…) come from the
 //! scenario policy's deciding rule. Shadow policies are evaluated and counted, never returned.
 //! A condition that cannot be evaluated for a request (e.g. a comparison with a missing
-//! feature) does not hit; such errors are counted per rule.
+//! feature) does not hit; such errors are counted per rule. Conditions made of comparisons and
+//! `&&`/`||`/`!` over variables and literals are evaluated natively with CEL's semantics
+//! ([`compiled`]); anything else runs in the `cel` interpreter.
 
 pub mod cli;
+mod compiled;
 pub mod velocity;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,6 +26,7 @@ use std::sync::Arc;
 
 use cel::objects::Value;
 use cel::{Context, Program};
+use compiled::Scalar;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -100,6 +104,8 @@ pub struct Rule {
     pub description: String,
     pub source: String,
     program: Program,
+    /// The same condition evaluated natively, when it is simple enough (see [`compiled`]).
+    native: Option<compiled::Condition>,
     /// The context variables the condition reads (their union over the rule set is resolved at load).
     variables: Vec<String>,
     pub outcome: Decision,
@@ -164,7 +170,7 @@ pub struct RuleSet {
 
 /// Where a rule variable's value comes from, decided once at load.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Source {
+pub(crate) enum Source {
     Score,
     Pd,
     Band,
@@ -220,7 +226,7 @@ impl cel::context::VariableResolver for RequestVariables<'_> {
             .variables
             .binary_search_by(|(name, _)| name.as_str().cmp(variable))
             .ok()?;
-        let value = self.set.value_of(self.set.variables[k].1, self.input);
+        let value = cel_value(self.set.scalar_of(self.set.variables[k].1, self.input));
         Box::<dyn cel::common::value::Val>::try_from(value)
             .ok()
             .map(cel::common::value::CowVal::Owned)
@@ -398,12 +404,12 @@ impl RuleSet {
         {
             if policy.shadow {
                 let mut shadow_hits = Vec::new();
-                let (outcome, _) = policy.run(&ctx, &mut shadow_hits);
+                let (outcome, _) = policy.run(self, input, &ctx, &mut shadow_hits);
                 policy.shadow_decisions[severity(outcome) as usize].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(policy = %policy.name, outcome = outcome.as_str(), "shadow decision");
                 continue;
             }
-            let (outcome, policy_params) = policy.run(&ctx, &mut hits);
+            let (outcome, policy_params) = policy.run(self, input, &ctx, &mut hits);
             if severity(outcome) > severity(decision) {
                 decision = outcome;
             }
@@ -435,6 +441,20 @@ impl RuleSet {
             .collect()
     }
 
+    /// Rules whose condition runs in the CEL interpreter because it is not in the natively
+    /// evaluated subset (see [`compiled`]): (policy, rule id). They decide the same, slower.
+    pub fn interpreted_rules(&self) -> Vec<(String, String)> {
+        self.policies
+            .iter()
+            .flat_map(|p| {
+                p.rules
+                    .iter()
+                    .filter(|r| r.native.is_none())
+                    .map(move |r| (p.name.clone(), r.id.clone()))
+            })
+            .collect()
+    }
+
     /// Shadow decisions counted so far: (policy, [approve, review, reject]).
     pub fn shadow_counters(&self) -> Vec<(String, [u64; 3])> {
         self.policies
@@ -449,30 +469,32 @@ impl RuleSet {
             .collect()
     }
 
-    fn value_of(&self, source: Source, input: &RuleInput<'_>) -> Value {
+    /// The value of a rule variable for this request: the one mapping from request to
+    /// variables, which both the interpreter and the native conditions read.
+    fn scalar_of<'a>(&self, source: Source, input: &RuleInput<'a>) -> Scalar<'a> {
         match source {
-            Source::Score => Value::Int(input.score as i64),
-            Source::Pd => Value::Float(input.pd),
-            Source::Band => Value::String(Arc::new(input.band.as_str().to_string())),
-            Source::Scenario => Value::String(Arc::new(input.scenario.to_string())),
-            Source::Partner => Value::String(Arc::new(input.partner.to_string())),
+            Source::Score => Scalar::Int(input.score as i64),
+            Source::Pd => Scalar::Float(input.pd),
+            Source::Band => Scalar::Str(input.band.as_str()),
+            Source::Scenario => Scalar::Str(input.scenario),
+            Source::Partner => Scalar::Str(input.partner),
             Source::Dimension(d) => input
                 .dimension_scores
                 .iter()
                 .find(|(x, _)| *x == d)
-                .map(|(_, s)| Value::Int(*s as i64))
-                .unwrap_or(Value::Null),
-            Source::Blacklisted => Value::Bool(self.lists.blacklist.contains(input.user_id)),
-            Source::Whitelisted => Value::Bool(self.lists.whitelist.contains(input.user_id)),
-            Source::Watchlisted => Value::Bool(self.lists.watchlist.contains(input.user_id)),
-            Source::Partners1h => Value::Int(input.velocity.partners_1h as i64),
-            Source::Partners24h => Value::Int(input.velocity.partners_24h as i64),
-            Source::Partners30d => Value::Int(input.velocity.partners_30d as i64),
+                .map(|(_, s)| Scalar::Int(*s as i64))
+                .unwrap_or(Scalar::Null),
+            Source::Blacklisted => Scalar::Bool(self.lists.blacklist.contains(input.user_id)),
+            Source::Whitelisted => Scalar::Bool(self.lists.whitelist.contains(input.user_id)),
+            Source::Watchlisted => Scalar::Bool(self.lists.watchlist.contains(input.user_id)),
+            Source::Partners1h => Scalar::Int(input.velocity.partners_1h as i64),
+            Source::Partners24h => Scalar::Int(input.velocity.partners_24h as i64),
+            Source::Partners30d => Scalar::Int(input.velocity.partners_30d as i64),
             Source::Feature(i) => input
                 .feature_values
                 .get(i)
-                .map(feature_value)
-                .unwrap_or(Value::Null),
+                .map(feature_scalar)
+                .unwrap_or(Scalar::Null),
         }
     }
 }
@@ -483,13 +505,23 @@ thread_local! {
     static ROOT_CONTEXT: Context<'static, 'static> = Context::default();
 }
 
-fn feature_value(v: &FeatureValue) -> Value {
+fn feature_scalar(v: &FeatureValue) -> Scalar<'_> {
     match v {
-        FeatureValue::Missing => Value::Null,
+        FeatureValue::Missing => Scalar::Null,
         // Whole numbers become CEL ints so `count > 0` and `count == 2` read naturally.
-        FeatureValue::Num(x) if x.fract() == 0.0 && x.abs() < 9e15 => Value::Int(*x as i64),
-        FeatureValue::Num(x) => Value::Float(*x),
-        FeatureValue::Cat(s) => Value::String(Arc::new(s.clone())),
+        FeatureValue::Num(x) if x.fract() == 0.0 && x.abs() < 9e15 => Scalar::Int(*x as i64),
+        FeatureValue::Num(x) => Scalar::Float(*x),
+        FeatureValue::Cat(s) => Scalar::Str(s),
+    }
+}
+
+fn cel_value(s: Scalar<'_>) -> Value {
+    match s {
+        Scalar::Null => Value::Null,
+        Scalar::Bool(b) => Value::Bool(b),
+        Scalar::Int(i) => Value::Int(i),
+        Scalar::Float(x) => Value::Float(x),
+        Scalar::Str(s) => Value::String(Arc::new(s.to_string())),
     }
 }
 
@@ -498,18 +530,27 @@ impl Policy {
     /// hits are appended to `hits`.
     fn run(
         &self,
+        set: &RuleSet,
+        input: &RuleInput<'_>,
         ctx: &Context<'_, '_>,
         hits: &mut Vec<RuleHit>,
     ) -> (Decision, &BTreeMap<String, String>) {
         let mut decided: Option<&Rule> = None;
         for rule in &self.rules {
-            let hit = match rule.program.execute(ctx) {
-                Ok(Value::Bool(b)) => b,
-                Ok(_) | Err(_) => {
-                    rule.errors.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
+            let answer = match &rule.native {
+                Some(condition) => match condition.eval(&|s| set.scalar_of(s, input)) {
+                    Ok(Scalar::Bool(b)) => Some(b),
+                    _ => None,
+                },
+                None => match rule.program.execute(ctx) {
+                    Ok(Value::Bool(b)) => Some(b),
+                    _ => None,
+                },
             };
+            let hit = answer.unwrap_or_else(|| {
+                rule.errors.fetch_add(1, Ordering::Relaxed);
+                false
+            });
             if !hit {
                 continue;
             }
@@ -605,21 +646,28 @@ fn parse_policy(
             }
         }
         // Type check by trial: with every input present the condition must give a boolean.
-        let trial = trial_evaluate(&program, &variables);
-        match trial {
+        let trial = trial_evaluate(&program, &variables, features);
+        match &trial {
             Ok(Value::Bool(always)) => {
-                if always && variables.is_empty() && mode == Mode::FirstHit {
+                if *always && variables.is_empty() && mode == Mode::FirstHit {
                     return Err(rerr("condition is always true: the rules after it and the default are unreachable".into()));
                 }
             }
             Ok(other) => return Err(rerr(format!("condition gives {other:?}, not a boolean"))),
             Err(e) => return Err(rerr(format!("type error: {e}"))),
         }
+        // The native form must agree with the interpreter on the trial too, or it is not used.
+        let native =
+            compiled::Condition::compile(program.expression(), &|name| Source::of(name, features))
+                .filter(|c| {
+                    c.eval(&|s| trial_scalar(s)).map(cel_value).ok() == trial.as_ref().ok().cloned()
+                });
         rules.push(Rule {
             id: r.id,
             description: r.description,
             source: r.when,
             program,
+            native,
             variables,
             outcome,
             reason: r.reason,
@@ -643,23 +691,36 @@ fn parse_policy(
 
 /// Evaluates a condition with plausible values for every variable it reads (numbers for
 /// features, the right types for built-ins), so type errors surface at load, not per request.
-fn trial_evaluate(program: &Program, variables: &[String]) -> Result<Value, String> {
+fn trial_evaluate(
+    program: &Program,
+    variables: &[String],
+    features: &HashMap<String, usize>,
+) -> Result<Value, String> {
     let root = Context::default();
     let mut ctx = root.new_inner_scope();
     for v in variables {
-        let value = match v.as_str() {
-            "pd" => Value::Float(0.05),
-            "band" | "scenario" | "partner" => Value::String(Arc::new("x".into())),
-            "blacklisted" | "whitelisted" | "watchlisted" => Value::Bool(false),
-            "score" | "dim_transaction" | "dim_behavior" | "dim_relationship" | "dim_identity"
-            | "dim_capacity" | "partners_1h" | "partners_24h" | "partners_30d" => Value::Int(600),
-            _ => Value::Int(1),
-        };
+        let value = Source::of(v, features)
+            .map(|s| cel_value(trial_scalar(s)))
+            .unwrap_or(Value::Null);
         ctx.add_variable_from_value(v.clone(), value);
     }
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&ctx)))
         .map_err(|_| "evaluation panicked".to_string())?
         .map_err(|e| e.to_string())
+}
+
+fn trial_scalar(source: Source) -> Scalar<'static> {
+    match source {
+        Source::Pd => Scalar::Float(0.05),
+        Source::Band | Source::Scenario | Source::Partner => Scalar::Str("x"),
+        Source::Blacklisted | Source::Whitelisted | Source::Watchlisted => Scalar::Bool(false),
+        Source::Score
+        | Source::Dimension(_)
+        | Source::Partners1h
+        | Source::Partners24h
+        | Source::Partners30d => Scalar::Int(600),
+        Source::Feature(_) => Scalar::Int(1),
+    }
 }
 
 impl Lists {
