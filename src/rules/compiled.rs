@@ -26,6 +26,20 @@ pub(crate) enum Scalar<'a> {
     Str(&'a str),
 }
 
+impl Scalar<'_> {
+    /// The interpreter's value for it.
+    pub(crate) fn to_cel(self) -> cel::objects::Value {
+        use cel::objects::Value;
+        match self {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Int(i) => Value::Int(i),
+            Scalar::Float(x) => Value::Float(x),
+            Scalar::Str(s) => Value::String(std::sync::Arc::new(s.to_string())),
+        }
+    }
+}
+
 /// The interpreter would have returned an error here. Which error does not matter: a condition
 /// that fails does not hit, and is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +217,6 @@ mod tests {
     use cel::objects::Value;
     use cel::{Context, Program};
     use rand::{Rng, SeedableRng};
-    use std::sync::Arc;
 
     const VARS: [&str; 4] = ["a", "b", "c", "d"];
     const LITERALS: [&str; 12] = [
@@ -244,16 +257,6 @@ mod tests {
         }
     }
 
-    fn to_value(s: Scalar<'_>) -> Value {
-        match s {
-            Scalar::Null => Value::Null,
-            Scalar::Bool(b) => Value::Bool(b),
-            Scalar::Int(i) => Value::Int(i),
-            Scalar::Float(x) => Value::Float(x),
-            Scalar::Str(s) => Value::String(Arc::new(s.to_string())),
-        }
-    }
-
     /// The native evaluation gives the interpreter's answer — the same value, or an error
     /// where it errs — on random conditions over random values of every kind.
     #[test]
@@ -272,14 +275,14 @@ mod tests {
                     VARS.iter().map(|_| random_value(&mut rng)).collect();
                 let mut ctx = root.new_inner_scope();
                 for (name, v) in VARS.iter().zip(&values) {
-                    ctx.add_variable_from_value(*name, to_value(*v));
+                    ctx.add_variable_from_value(*name, v.to_cel());
                 }
                 let interpreted = program.execute(&ctx).map_err(|_| Failed);
                 let value_of = |s: Source| match s {
                     Source::Feature(i) => values[i],
                     _ => Scalar::Null,
                 };
-                let native = condition.eval(&value_of).map(to_value);
+                let native = condition.eval(&value_of).map(Scalar::to_cel);
                 // Compared as text so that NaN matches NaN.
                 assert_eq!(
                     format!("{native:?}"),

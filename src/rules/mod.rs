@@ -22,7 +22,6 @@ pub mod velocity;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use cel::objects::Value;
 use cel::{Context, Program};
@@ -226,7 +225,10 @@ impl cel::context::VariableResolver for RequestVariables<'_> {
             .variables
             .binary_search_by(|(name, _)| name.as_str().cmp(variable))
             .ok()?;
-        let value = cel_value(self.set.scalar_of(self.set.variables[k].1, self.input));
+        let value = self
+            .set
+            .scalar_of(self.set.variables[k].1, self.input)
+            .to_cel();
         Box::<dyn cel::common::value::Val>::try_from(value)
             .ok()
             .map(cel::common::value::CowVal::Owned)
@@ -515,16 +517,6 @@ fn feature_scalar(v: &FeatureValue) -> Scalar<'_> {
     }
 }
 
-fn cel_value(s: Scalar<'_>) -> Value {
-    match s {
-        Scalar::Null => Value::Null,
-        Scalar::Bool(b) => Value::Bool(b),
-        Scalar::Int(i) => Value::Int(i),
-        Scalar::Float(x) => Value::Float(x),
-        Scalar::Str(s) => Value::String(Arc::new(s.to_string())),
-    }
-}
-
 impl Policy {
     /// This policy's outcome and the parameters of the rule (or default) that decided it; its
     /// hits are appended to `hits`.
@@ -660,7 +652,8 @@ fn parse_policy(
         let native =
             compiled::Condition::compile(program.expression(), &|name| Source::of(name, features))
                 .filter(|c| {
-                    c.eval(&|s| trial_scalar(s)).map(cel_value).ok() == trial.as_ref().ok().cloned()
+                    c.eval(&|s| trial_scalar(s)).map(Scalar::to_cel).ok()
+                        == trial.as_ref().ok().cloned()
                 });
         rules.push(Rule {
             id: r.id,
@@ -700,7 +693,7 @@ fn trial_evaluate(
     let mut ctx = root.new_inner_scope();
     for v in variables {
         let value = Source::of(v, features)
-            .map(|s| cel_value(trial_scalar(s)))
+            .map(|s| trial_scalar(s).to_cel())
             .unwrap_or(Value::Null);
         ctx.add_variable_from_value(v.clone(), value);
     }
