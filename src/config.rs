@@ -257,7 +257,7 @@ impl Default for Config {
             champion: "default".to_string(),
             data_dir: PathBuf::from("datasets/demo"),
             rules_dir: PathBuf::from("rules"),
-            as_of: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default(),
+            as_of: crate::datasets::demo_as_of(),
             limits: Limits::default(),
             watch_interval: Some(Duration::from_secs(5)),
             health_probe_interval: Duration::from_secs(1),

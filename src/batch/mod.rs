@@ -28,7 +28,7 @@ use crate::scoring::bundle::ModelBundle;
 use crate::scoring::engine::{check_scenario, decide_rows};
 use crate::scoring::ScoreOutcome;
 
-pub const DEFAULT_AS_OF: &str = "2025-12-31";
+pub const DEFAULT_AS_OF: &str = crate::datasets::DEMO_AS_OF;
 pub const DEFAULT_PART_SIZE: usize = 100_000;
 pub use crate::features::chunked::DEFAULT_CHUNK_USERS;
 const MANIFEST: &str = "manifest.txt";

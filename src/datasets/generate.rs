@@ -50,7 +50,7 @@ impl GenerateConfig {
             users,
             seed,
             out: out.into(),
-            as_of: NaiveDate::from_ymd_opt(2025, 12, 31).expect("valid default as-of"),
+            as_of: super::demo_as_of(),
             chunk_users: DEFAULT_CHUNK_USERS,
             progress: false,
         }

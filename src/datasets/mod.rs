@@ -13,6 +13,15 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 pub use generate::{generate, GenerateConfig, GenerateSummary};
+
+/// The day the demo population is generated as of, and so the default as-of date of the
+/// commands and of the demo server: one place, so that they cannot drift apart.
+pub const DEMO_AS_OF: &str = "2025-12-31";
+
+/// [`DEMO_AS_OF`] as a date.
+pub fn demo_as_of() -> chrono::NaiveDate {
+    chrono::NaiveDate::parse_from_str(DEMO_AS_OF, "%Y-%m-%d").unwrap_or_default()
+}
 pub use taiwan::{load_taiwan, TaiwanSummary};
 pub use util::auc;
 
@@ -80,7 +89,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Observation date YYYY-MM-DD: all history is strictly before it, labels cover the 12 months after.
-    #[arg(long = "as-of", default_value = "2025-12-31")]
+    #[arg(long = "as-of", default_value = DEMO_AS_OF)]
     pub as_of: String,
     /// Users per chunk for the event tables (memory vs. speed).
     #[arg(long, default_value_t = generate::DEFAULT_CHUNK_USERS)]

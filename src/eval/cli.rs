@@ -21,7 +21,7 @@ use super::report::{evaluate_model, missed, parse_thresholds, render_html, Model
 
 pub const REPORT_JSON: &str = "report.json";
 pub const REPORT_HTML: &str = "report.html";
-pub const DEFAULT_AS_OF: &str = "2025-12-31";
+pub const DEFAULT_AS_OF: &str = crate::datasets::DEMO_AS_OF;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Split {

@@ -419,7 +419,7 @@ impl Pipeline {
                 }
                 let needed = neighbor_columns(needed.iter());
                 let t = self.table(table, first)?;
-                let edges = own_edges(self.followed_edges(tables, t, asof, &[])?);
+                let edges = own_edges(self.edge_frame(tables, t, asof)?);
                 let nbr_vals = self.neighbor_values(&values, &base_schema, first, &needed)?;
                 let joined = left_join_on(edges, nbr_vals, NBR, NBR);
                 let schema = schema_of(&joined, table)?;

@@ -41,7 +41,7 @@ impl EngineConfig {
             champion: "default".into(),
             data_dir: root.join("datasets/demo"),
             rules_dir: root.join("rules"),
-            as_of: NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default(),
+            as_of: crate::datasets::demo_as_of(),
             velocity_redis: None,
         }
     }
