@@ -45,6 +45,11 @@ const QUEUE: usize = 8192;
 pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(500);
 /// How long the index thread lets durable records gather before one SQLite commit.
 const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Records handed to the index thread and not yet indexed, beyond which the writer hands over
+/// no more: the index thread reads them back from the journal when it gets to them. Bounds the
+/// memory (~300 bytes a record) when the index falls behind, as it may at full load (it runs
+/// only on idle CPU, see [`indexer`]).
+const INDEX_BACKLOG: usize = 100_000;
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -331,14 +336,10 @@ impl Store {
             // A log from before the journal: write its records into a new journal.
             store.write_journal_from_index(&jpath)?;
         } else {
-            let entries = journal::read_from(&jpath, offset)
-                .map_err(|e| open_err(format!("{e}; run `sesame audit --verify`")))?;
-            let end = entries.last().map_or(offset, |e| e.end_offset);
-            let tail = continue_chain(entries, store.head_seq, &store.head_hash)
-                .map_err(|e| open_err(format!("{e}; run `sesame audit --verify`")))?;
-            if !tail.is_empty() {
-                store.index(&tail, end)?;
-            }
+            store.catch_up().map_err(|e| match e {
+                AuditError::Read(m) => open_err(format!("{m}; run `sesame audit --verify`")),
+                other => other,
+            })?;
         }
         let journal = Journal::open_at(
             &jpath,
@@ -348,6 +349,20 @@ impl Store {
         )?;
         store.journal = Some(journal);
         Ok(store)
+    }
+
+    /// Indexes the journal's records after the indexed part (checking that they continue the
+    /// chain); returns how many. A line still being written is left for the next time.
+    fn catch_up(&mut self) -> Result<usize, AuditError> {
+        let jpath = journal_path(&self.path);
+        let entries = journal::read_from(&jpath, self.indexed_offset)?;
+        let end = entries.last().map_or(self.indexed_offset, |e| e.end_offset);
+        let tail =
+            continue_chain(entries, self.head_seq, &self.head_hash).map_err(AuditError::Read)?;
+        if !tail.is_empty() {
+            self.index(&tail, end)?;
+        }
+        Ok(tail.len())
     }
 
     /// Writes every indexed record into a new journal (migration of a pre-journal file).
@@ -750,6 +765,11 @@ impl AuditLog {
             .ok_or_else(|| AuditError::Write("the audit store opened without a journal".into()))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let (index_tx, index_rx) = std::sync::mpsc::channel();
+        let index = IndexQueue {
+            tx: index_tx,
+            queued: Default::default(),
+        };
+        let queued = index.queued.clone();
         let writable = Writable::new();
         let thread_err = |e: std::io::Error| AuditError::Open {
             path: path.to_path_buf(),
@@ -757,12 +777,12 @@ impl AuditLog {
         };
         std::thread::Builder::new()
             .name("sesame-audit-index".into())
-            .spawn(move || indexer(store, index_rx))
+            .spawn(move || indexer(store, index_rx, &queued))
             .map_err(thread_err)?;
         let shared = writable.clone();
         std::thread::Builder::new()
             .name("sesame-audit".into())
-            .spawn(move || writer(journal, rx, index_tx, commit_interval, &shared))
+            .spawn(move || writer(journal, rx, index, commit_interval, &shared))
             .map_err(thread_err)?;
         Ok(AuditLog {
             tx: Some(tx),
@@ -822,13 +842,36 @@ impl AuditLog {
 /// Records made durable, with the journal length after them, on their way to the index.
 type Durable = (Vec<StoredRecord>, u64);
 
+/// The writer's side of the way to the index thread: durable records, and how many of them
+/// are waiting (bounded by [`INDEX_BACKLOG`]).
+struct IndexQueue {
+    tx: std::sync::mpsc::Sender<Durable>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl IndexQueue {
+    /// Hands `stored` over, or drops it when the index thread is too far behind (it will read
+    /// those records from the journal instead).
+    fn send(&self, stored: Vec<StoredRecord>, journal_end: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = stored.len();
+        if self.queued.load(Relaxed) + n > INDEX_BACKLOG {
+            return;
+        }
+        self.queued.fetch_add(n, Relaxed);
+        if self.tx.send((stored, journal_end)).is_err() {
+            self.queued.fetch_sub(n, Relaxed);
+        }
+    }
+}
+
 /// Group commit: everything waiting goes into one durable journal write; each ack after it.
 /// Commits start at most every `min_interval`; calls arriving meanwhile join the next. A probe
 /// waiting with records is answered by their commit; alone, by a rewrite of the last block.
 fn writer(
     mut journal: Journal,
     mut rx: mpsc::Receiver<Job>,
-    index: std::sync::mpsc::Sender<Durable>,
+    index: IndexQueue,
     min_interval: std::time::Duration,
     writable: &Writable,
 ) {
@@ -871,7 +914,7 @@ fn writer(
         let result = journal.append(&records);
         let ack = match result {
             Ok(stored) => {
-                let _ = index.send((stored, journal.len()));
+                index.send(stored, journal.len());
                 Ok(())
             }
             Err(e) => {
@@ -888,10 +931,22 @@ fn writer(
 }
 
 /// Keeps the SQLite index up with the journal: whatever has become durable since its last
-/// commit goes into one transaction. A failure only delays the index (the next open catches it
-/// up from the journal); the calls were already answered on the journal's word.
-fn indexer(mut store: Store, rx: std::sync::mpsc::Receiver<Durable>) {
-    let mut failed = false;
+/// commit goes into one transaction. Records it already has are skipped; records it never got
+/// (the writer dropped them while it was behind, or an index write failed) are read back from
+/// the journal. A failure only delays the index: `sesame audit` reads the journal's records
+/// past the indexed part, and the calls were already answered on the journal's word.
+///
+/// The thread runs at idle priority (Linux `SCHED_IDLE`): indexing is for later queries, and
+/// taking a core from the scoring workers at full load cost the audited service ~5-8 µs of CPU
+/// per call (docs/security.md). When the cores are busy it falls behind and catches up when
+/// they are not.
+fn indexer(
+    mut store: Store,
+    rx: std::sync::mpsc::Receiver<Durable>,
+    queued: &std::sync::atomic::AtomicUsize,
+) {
+    lower_to_idle_priority();
+    let mut failing = false;
     while let Ok((mut batch, mut end)) = rx.recv() {
         // Let records gather: an SQLite commit costs ~100 µs of CPU whatever its size, and a
         // commit per journal group (thousands a second) would take that CPU from scoring.
@@ -900,15 +955,53 @@ fn indexer(mut store: Store, rx: std::sync::mpsc::Receiver<Durable>) {
             batch.extend(more);
             end = e;
         }
-        if failed {
-            continue; // the index is behind; writing after a gap would break it
+        queued.fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
+        let result = index_batch(&mut store, batch, end);
+        match (&result, failing) {
+            (Err(e), false) => {
+                tracing::error!(error = %e, "audit index write failed; it catches up from the journal later")
+            }
+            (Ok(()), true) => tracing::info!("audit index writes again"),
+            _ => {}
         }
-        if let Err(e) = store.index(&batch, end) {
-            tracing::error!(error = %e, "audit index write failed; it is rebuilt from the journal at the next start");
-            failed = true;
-        }
+        failing = result.is_err();
     }
 }
+
+/// Indexes `batch` (records up to journal offset `end`), after reading from the journal any
+/// records between the index's head and the batch.
+fn index_batch(
+    store: &mut Store,
+    mut batch: Vec<StoredRecord>,
+    end: u64,
+) -> Result<(), AuditError> {
+    batch.retain(|r| r.seq > store.head_seq);
+    let Some(first) = batch.first() else {
+        return Ok(());
+    };
+    // Consecutive records continuing the index, unless a batch was dropped before or between.
+    let continues =
+        first.seq == store.head_seq + 1 && batch.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+    if continues {
+        store.index(&batch, end)
+    } else {
+        // The journal holds everything durable, this batch included.
+        store.catch_up().map(|_| ())
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn lower_to_idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread (pid 0) with a valid parameter.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "audit index thread keeps normal priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_to_idle_priority() {}
 
 #[cfg(test)]
 mod tests {
@@ -1147,6 +1240,81 @@ mod tests {
         s.append(&[rec(6)]).expect("append");
         let v = s.verify().expect("verify");
         assert_eq!((v.records, v.first_broken), (6, None));
+    }
+
+    #[test]
+    fn the_index_fills_gaps_from_the_journal_and_skips_what_it_has() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let mut store = Store::open(&path).expect("open");
+        let mut journal = store.take_journal().expect("journal");
+        let mut durable = Vec::new();
+        for i in 1..=12 {
+            let stored = journal.append(&[rec(i)]).expect("append");
+            durable.push((stored, journal.len()));
+        }
+        fn batch_of(durable: &[(Vec<StoredRecord>, u64)], from: usize, to: usize) -> Durable {
+            let records = durable[from - 1..to]
+                .iter()
+                .flat_map(|(s, _)| s.clone())
+                .collect();
+            (records, durable[to - 1].1)
+        }
+        let (b, end) = batch_of(&durable, 1, 3);
+        index_batch(&mut store, b, end).expect("index 1-3");
+        assert_eq!((store.head_seq, store.count().expect("count")), (3, 3));
+        // 4-5 never arrived (dropped while the index was behind): read from the journal.
+        let (b, end) = batch_of(&durable, 6, 7);
+        index_batch(&mut store, b, end).expect("index after a gap");
+        assert_eq!(store.head_seq, 12, "caught up with the whole journal");
+        assert_eq!(store.count().expect("count"), 12);
+        // Batches still on their way: already indexed, skipped.
+        let (b, end) = batch_of(&durable, 8, 12);
+        index_batch(&mut store, b, end).expect("skip");
+        assert_eq!(store.count().expect("count"), 12);
+        // A gap inside a batch (two batches joined around a dropped one) is filled too.
+        for i in 13..=16 {
+            let stored = journal.append(&[rec(i)]).expect("append");
+            durable.push((stored, journal.len()));
+        }
+        let mut joined = batch_of(&durable, 13, 13).0;
+        joined.extend(batch_of(&durable, 15, 16).0);
+        index_batch(&mut store, joined, durable[15].1).expect("index around a hole");
+        assert_eq!(store.count().expect("count"), 16);
+        drop(journal);
+        let v = Store::open_read_only(&path)
+            .expect("read")
+            .verify()
+            .expect("verify");
+        assert_eq!((v.records, v.first_broken), (16, None));
+    }
+
+    #[test]
+    fn the_index_queue_stops_taking_records_when_far_behind() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let queue = IndexQueue {
+            tx,
+            queued: Default::default(),
+        };
+        let stored = |n: usize| {
+            (0..n)
+                .map(|i| StoredRecord {
+                    seq: i as i64 + 1,
+                    record: rec(i as i64),
+                    prev_hash: GENESIS.into(),
+                    hash: GENESIS.into(),
+                })
+                .collect::<Vec<_>>()
+        };
+        queue.send(stored(INDEX_BACKLOG - 1), 1);
+        queue.send(stored(2), 2); // over the bound: dropped
+        queue.send(stored(1), 3);
+        let got: Vec<u64> = rx.try_iter().map(|(_, end)| end).collect();
+        assert_eq!(got, vec![1, 3]);
+        assert_eq!(
+            queue.queued.load(std::sync::atomic::Ordering::Relaxed),
+            INDEX_BACKLOG
+        );
     }
 
     #[test]
