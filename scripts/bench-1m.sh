@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The batch benchmark of issue #8: a generated population scored end to end (raw tables ->
+# features -> scores -> Parquet) by `sesame batch` and by the pandas + optbinning script
+# (scripts/batch_pandas_baseline.py), each under /usr/bin/time -v, with the ratio of their wall
+# times. docs/batch.md has the results and why the order and the rest matter here.
+#
+#   scripts/bench-1m.sh [--users 1000000] [--data DIR] [--runs 3] [--rest 120] [--no-pandas]
+#
+# - The population is generated into DIR (default /tmp/sesame-g<users>) when DIR does not exist
+#   (1M users: ~1 GB of Parquet, ~35 s).
+# - pandas runs first (needs `pip install pandas pyarrow optbinning`; ~18 GB of memory and ~5 min
+#   at 1M users), then the script rests --rest seconds, then `sesame batch` runs --runs times.
+#   On this project's VM, memory a process has just freed is handed back to the host and is slow
+#   to fault in again; a run started right after pandas' 18 GB were freed can take 2-4x as long
+#   with the same CPU time (docs/batch.md). The rest lets the host settle; the table shows each
+#   run's CPU time beside its wall time so such a run is visible.
+# - Ratios use pandas' time without its import and model fit (it fits a scorecard; `sesame batch`
+#   loads a trained one), as its own summary line reports it, and its whole wall time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+users=1000000 data="" runs=3 rest=120 pandas=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --users) users=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --rest) rest=$2; shift 2 ;;
+    --no-pandas) pandas=0; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+bin="${CARGO_TARGET_DIR:-target}/release/sesame"
+[ -x "$bin" ] || { echo "no binary at $bin (cargo build --release)" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "needs /usr/bin/time (Debian package 'time')" >&2; exit 2; }
+data=${data:-/tmp/sesame-g$users}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+if [ ! -d "$data" ]; then
+  echo "== generating $users users into $data"
+  "$bin" datasets generate --users "$users" --out "$data" --quiet
+fi
+
+# "wall_s user_s sys_s peak_kb" from a /usr/bin/time -v log.
+times_of() {
+  awk -F': ' '
+    /Elapsed \(wall clock\)/ { n = split($2, p, ":"); w = 0; for (i = 1; i <= n; i++) w = w * 60 + p[i] }
+    /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident/ { m = $2 }
+    END { printf "%.1f %.1f %.1f %d\n", w, u, s, m }' "$1"
+}
+
+table="$out/table"
+: > "$table"
+pandas_wall="" pandas_net=""
+if [ "$pandas" = 1 ]; then
+  echo "== pandas + optbinning (scripts/batch_pandas_baseline.py)"
+  /usr/bin/time -v python3 scripts/batch_pandas_baseline.py --data "$data" --out "$out/pandas.parquet" \
+    > "$out/pandas.out" 2> "$out/pandas.time" || { tail -20 "$out/pandas.time" >&2; exit 1; }
+  read -r w u s m <<< "$(times_of "$out/pandas.time")"
+  pandas_wall=$w
+  pandas_net=$(grep -oE 'without import\+fit [0-9.]+' "$out/pandas.out" | grep -oE '[0-9.]+$' || echo "$w")
+  echo "pandas $w $u $s $m" >> "$table"
+  tail -1 "$out/pandas.out"
+  echo "== resting $rest s"
+  sleep "$rest"
+fi
+
+for i in $(seq 1 "$runs"); do
+  echo "== sesame batch, run $i"
+  /usr/bin/time -v "$bin" batch --model models/default --data "$data" --out "$out/sesame.parquet" \
+    --scenario cash_loan > "$out/sesame.out" 2> "$out/sesame.time" || { tail -20 "$out/sesame.time" >&2; exit 1; }
+  read -r w u s m <<< "$(times_of "$out/sesame.time")"
+  echo "sesame$i $w $u $s $m" >> "$table"
+  head -1 "$out/sesame.out"
+done
+
+echo
+printf '%-8s %9s %9s %9s %10s %s\n' run "wall s" "user s" "sys s" "peak GB" "pandas / run"
+while read -r name w u s m; do
+  ratio=""
+  if [ -n "$pandas_wall" ] && [ "$name" != pandas ]; then
+    ratio=$(awk -v a="$pandas_net" -v b="$pandas_wall" -v w="$w" 'BEGIN { printf "%.1fx (%.1fx whole)", a / w, b / w }')
+  fi
+  printf '%-8s %9s %9s %9s %10.2f %s\n' "$name" "$w" "$u" "$s" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
+done < "$table"
+[ -n "$pandas_net" ] && echo "(pandas without import + fit: $pandas_net s)"
