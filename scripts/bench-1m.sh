@@ -85,4 +85,4 @@ while read -r name w u s m; do
   fi
   printf '%-8s %9s %9s %9s %10.2f %s\n' "$name" "$w" "$u" "$s" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
 done < "$table"
-[ -n "$pandas_net" ] && echo "(pandas without import + fit: $pandas_net s)"
+if [ -n "$pandas_net" ]; then echo "(pandas without import + fit: $pandas_net s)"; fi
