@@ -609,6 +609,10 @@ async fn health_follows_the_audit_logs_disk() {
     );
     let text = support::http_get(metrics, "/metrics").await;
     assert!(text.contains("sesame_audit_writable 1"), "{text}");
+    assert!(
+        text.contains("\nsesame_audit_index_lag_records "),
+        "no index lag gauge: {text}"
+    );
     assert!(admin_says_writable().await);
     r.scoring()
         .score(with_key(call("after"), DEMO_KEY))

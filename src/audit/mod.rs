@@ -746,12 +746,31 @@ impl Writable {
     }
 }
 
+/// How far the journal and the index have got (sequence numbers of their last records): the
+/// index runs at idle priority and may fall behind under load; on-call reads the difference on
+/// `/metrics` (`sesame_audit_index_lag_records`).
+#[derive(Debug, Default)]
+pub struct AuditProgress {
+    journal_seq: std::sync::atomic::AtomicI64,
+    indexed_seq: std::sync::atomic::AtomicI64,
+}
+
+impl AuditProgress {
+    /// Records in the journal that the index does not hold yet.
+    pub fn index_lag(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let lag = self.journal_seq.load(Relaxed) - self.indexed_seq.load(Relaxed);
+        lag.max(0) as u64
+    }
+}
+
 /// The handle the service writes through. Cheap to share; the writer thread ends when the last
 /// handle is dropped.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     tx: Option<mpsc::Sender<Job>>,
     writable: std::sync::Arc<Writable>,
+    progress: std::sync::Arc<AuditProgress>,
 }
 
 impl AuditLog {
@@ -770,6 +789,14 @@ impl AuditLog {
             queued: Default::default(),
         };
         let queued = index.queued.clone();
+        let progress = std::sync::Arc::new(AuditProgress::default());
+        progress
+            .journal_seq
+            .store(journal.head_seq(), std::sync::atomic::Ordering::Relaxed);
+        progress
+            .indexed_seq
+            .store(store.head_seq, std::sync::atomic::Ordering::Relaxed);
+        let (writer_progress, index_progress) = (progress.clone(), progress.clone());
         let writable = Writable::new();
         let thread_err = |e: std::io::Error| AuditError::Open {
             path: path.to_path_buf(),
@@ -777,16 +804,26 @@ impl AuditLog {
         };
         std::thread::Builder::new()
             .name("sesame-audit-index".into())
-            .spawn(move || indexer(store, index_rx, &queued))
+            .spawn(move || indexer(store, index_rx, &queued, &index_progress))
             .map_err(thread_err)?;
         let shared = writable.clone();
         std::thread::Builder::new()
             .name("sesame-audit".into())
-            .spawn(move || writer(journal, rx, index, commit_interval, &shared))
+            .spawn(move || {
+                writer(
+                    journal,
+                    rx,
+                    index,
+                    commit_interval,
+                    &shared,
+                    &writer_progress,
+                )
+            })
             .map_err(thread_err)?;
         Ok(AuditLog {
             tx: Some(tx),
             writable,
+            progress,
         })
     }
 
@@ -795,7 +832,13 @@ impl AuditLog {
         AuditLog {
             tx: None,
             writable: Writable::new(),
+            progress: Default::default(),
         }
+    }
+
+    /// How far the journal and its index have got (both 0 when the audit is off).
+    pub fn progress(&self) -> std::sync::Arc<AuditProgress> {
+        self.progress.clone()
     }
 
     /// Whether the last journal write (a commit or a probe) succeeded; always true when off.
@@ -874,6 +917,7 @@ fn writer(
     index: IndexQueue,
     min_interval: std::time::Duration,
     writable: &Writable,
+    progress: &AuditProgress,
 ) {
     let mut records = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
@@ -914,6 +958,9 @@ fn writer(
         let result = journal.append(&records);
         let ack = match result {
             Ok(stored) => {
+                progress
+                    .journal_seq
+                    .store(journal.head_seq(), std::sync::atomic::Ordering::Relaxed);
                 index.send(stored, journal.len());
                 Ok(())
             }
@@ -944,6 +991,7 @@ fn indexer(
     mut store: Store,
     rx: std::sync::mpsc::Receiver<Durable>,
     queued: &std::sync::atomic::AtomicUsize,
+    progress: &AuditProgress,
 ) {
     lower_to_idle_priority();
     let mut failing = false;
@@ -957,6 +1005,9 @@ fn indexer(
         }
         queued.fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
         let result = index_batch(&mut store, batch, end);
+        progress
+            .indexed_seq
+            .store(store.head_seq, std::sync::atomic::Ordering::Relaxed);
         match (&result, failing) {
             (Err(e), false) => {
                 tracing::error!(error = %e, "audit index write failed; it catches up from the journal later")
@@ -1359,6 +1410,17 @@ mod tests {
         assert_eq!(s.count().expect("count"), 200);
         assert_eq!(s.verify().expect("verify").first_broken, None);
         assert!(AuditLog::disabled().record(rec(1)).await.is_ok());
+        // The journal's progress is known once the calls are acknowledged; the index's follows.
+        let progress = log.progress();
+        let journal_seq = progress
+            .journal_seq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(journal_seq, 200);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while progress.index_lag() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(progress.index_lag(), 0, "the index did not catch up");
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct Metrics {
     engine_ready: AtomicBool,
     velocity_up: AtomicBool,
     audit_writable: AtomicBool,
+    /// The audit log's progress (set once it is open): the index's lag behind the journal.
+    audit_progress: std::sync::OnceLock<Arc<crate::audit::AuditProgress>>,
     model_version: Mutex<String>,
     reloads_failed: AtomicU64,
     /// The engine whose rule counters are exported (set once it has loaded).
@@ -174,6 +176,7 @@ impl Default for Metrics {
             engine_ready: AtomicBool::new(false),
             velocity_up: AtomicBool::new(true),
             audit_writable: AtomicBool::new(true),
+            audit_progress: std::sync::OnceLock::new(),
             model_version: Mutex::new(String::new()),
             reloads_failed: AtomicU64::new(0),
             engine: Mutex::new(None),
@@ -297,6 +300,11 @@ impl Metrics {
     }
 
     /// Whether the audit log took the last write (a commit or the health probe's rewrite).
+    /// Exports the index lag of this audit log (`sesame_audit_index_lag_records`).
+    pub fn watch_audit(&self, progress: Arc<crate::audit::AuditProgress>) {
+        let _ = self.audit_progress.set(progress);
+    }
+
     pub fn set_audit_writable(&self, ok: bool) {
         self.audit_writable.store(ok, Relaxed);
     }
@@ -428,6 +436,12 @@ impl Metrics {
             "sesame_audit_writable {}",
             u8::from(self.audit_writable.load(Relaxed))
         );
+        if let Some(p) = self.audit_progress.get() {
+            out.push_str("# HELP sesame_audit_index_lag_records Records in the audit journal not yet in its SQLite index (the index runs on idle CPU and catches up; `sesame audit` reads both).
+# TYPE sesame_audit_index_lag_records gauge
+");
+            let _ = writeln!(out, "sesame_audit_index_lag_records {}", p.index_lag());
+        }
         out.push_str("# HELP sesame_engine_ready 1 once the scoring engine is loaded.\n");
         out.push_str("# TYPE sesame_engine_ready gauge\n");
         let _ = writeln!(

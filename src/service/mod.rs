@@ -95,6 +95,10 @@ pub struct State {
 impl State {
     /// `audit`: the opened log (see `server::run`), or [`AuditLog::disabled`].
     pub fn new(config: &Config, health: HealthReporter, audit: AuditLog) -> State {
+        let metrics = Arc::new(Metrics::default());
+        if audit.enabled() {
+            metrics.watch_audit(audit.progress());
+        }
         State {
             engine: ArcSwapOption::empty(),
             load_error: Mutex::new("the scoring engine is loading".into()),
@@ -108,7 +112,7 @@ impl State {
                     .as_bytes(),
             ),
             audit,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             score_permits: Arc::new(Semaphore::new(config.limits.max_concurrent_scores)),
             inline_scoring: config.inline_scoring,
             stream_buffer: config.limits.stream_buffer,
