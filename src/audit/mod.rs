@@ -50,6 +50,10 @@ const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50)
 /// memory (~300 bytes a record) when the index falls behind, as it may at full load (it runs
 /// only on idle CPU, see [`indexer`]).
 const INDEX_BACKLOG: usize = 100_000;
+/// After a failed index write, how long the index thread lets records pass before it tries
+/// again (from the journal): a lasting failure (the index's disk full) must not have it
+/// re-read a growing journal tail every few milliseconds.
+const INDEX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -994,7 +998,7 @@ fn indexer(
     progress: &AuditProgress,
 ) {
     lower_to_idle_priority();
-    let mut failing = false;
+    let mut failed_at: Option<std::time::Instant> = None;
     while let Ok((mut batch, mut end)) = rx.recv() {
         // Let records gather: an SQLite commit costs ~100 µs of CPU whatever its size, and a
         // commit per journal group (thousands a second) would take that CPU from scoring.
@@ -1004,18 +1008,21 @@ fn indexer(
             end = e;
         }
         queued.fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
+        if failed_at.is_some_and(|t| t.elapsed() < INDEX_RETRY) {
+            continue; // these records are read from the journal at the next try
+        }
         let result = index_batch(&mut store, batch, end);
         progress
             .indexed_seq
             .store(store.head_seq, std::sync::atomic::Ordering::Relaxed);
-        match (&result, failing) {
+        match (&result, failed_at.is_some()) {
             (Err(e), false) => {
                 tracing::error!(error = %e, "audit index write failed; it catches up from the journal later")
             }
             (Ok(()), true) => tracing::info!("audit index writes again"),
             _ => {}
         }
-        failing = result.is_err();
+        failed_at = result.is_err().then(std::time::Instant::now);
     }
 }
 
