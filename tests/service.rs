@@ -1301,6 +1301,10 @@ async fn bench_open_loop_starts_every_scheduled_call() {
     assert!(open.errors.is_empty(), "{open}");
     assert_eq!(open.ok, (rate * 0.5).round() as u64, "{open}");
     assert!(open.p50_us > 0 && open.p99_us >= open.p50_us, "{open}");
+    assert!(
+        open.p90_us >= open.p50_us && open.p99_us >= open.p90_us && open.p999_us >= open.p99_us,
+        "{open}"
+    );
     for r in &reports {
         let cpu = |v: Option<f64>| v.is_some_and(|us| us.is_finite() && us > 0.0);
         assert!(cpu(r.client_cpu_us) && cpu(r.server_cpu_us), "{r}");

@@ -127,7 +127,10 @@ pub struct BenchReport {
     pub elapsed: Duration,
     /// Latency of successful calls, µs.
     pub p50_us: u64,
+    /// p90 and p99.9 too: whether a bad p99 is many calls a little late or a few stalls.
+    pub p90_us: u64,
     pub p99_us: u64,
+    pub p999_us: u64,
     /// CPU time (user + system) this client process spent per successful call, µs.
     pub client_cpu_us: Option<f64>,
     /// The same for the server process (`--server-pid`).
@@ -149,12 +152,14 @@ impl std::fmt::Display for BenchReport {
         }
         write!(
             f,
-            ": {} ok in {:.1} s = {:.0} calls/s, p50 {:.3} ms, p99 {:.3} ms",
+            ": {} ok in {:.1} s = {:.0} calls/s, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
             self.ok,
             self.elapsed.as_secs_f64(),
             self.per_second(),
             self.p50_us as f64 / 1000.0,
-            self.p99_us as f64 / 1000.0
+            self.p90_us as f64 / 1000.0,
+            self.p99_us as f64 / 1000.0,
+            self.p999_us as f64 / 1000.0
         )?;
         if self.errors.is_empty() {
             write!(f, ", 0 errors")?;
@@ -585,7 +590,9 @@ fn report(
         errors,
         elapsed,
         p50_us: percentile(&all, 0.50),
+        p90_us: percentile(&all, 0.90),
         p99_us: percentile(&all, 0.99),
+        p999_us: percentile(&all, 0.999),
         client_cpu_us: None,
         server_cpu_us: None,
     }
@@ -809,6 +816,28 @@ mod tests {
         assert!(
             (0.32..0.42).contains(&long),
             "share of gaps above the mean {long}"
+        );
+    }
+
+    #[test]
+    fn report_gives_the_percentiles_of_the_latencies() {
+        // 1..=1000 µs, shuffled: the report sorts them.
+        let latencies: Vec<u32> = (1..=1000u32).map(|i| (i * 7919) % 1000 + 1).collect();
+        let r = super::report(
+            super::Rpc::Score,
+            None,
+            latencies,
+            Default::default(),
+            std::time::Duration::from_secs(1),
+        );
+        assert_eq!(
+            (r.ok, r.p50_us, r.p90_us, r.p99_us, r.p999_us),
+            (1000, 501, 900, 990, 999)
+        );
+        assert!(
+            r.to_string()
+                .contains("p90 0.900 ms, p99 0.990 ms, p99.9 0.999 ms"),
+            "{r}"
         );
     }
 
