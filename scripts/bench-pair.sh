@@ -5,7 +5,7 @@
 # and a ratio per round (median over rounds) is steadier than any one figure (docs/service.md,
 # docs/security.md).
 #
-#   scripts/bench-pair.sh [--rounds N] [--inflight "4 16 64"] [--seconds S] [--rpc score|ping|both]
+#   scripts/bench-pair.sh [--rounds N] [--inflight "4 16 64"] [--seconds S] [--rpc score|ping|both|stream]
 #                         [--client BIN] [ARM ...]
 #
 # ARM is NAME:BINARY[:ENV=VALUE,ENV=VALUE...]. Every server gets its own port and its own audit
@@ -119,7 +119,7 @@ path, names = sys.argv[1], sys.argv[2:]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 val = {(r, n, arm, what): float(v) for r, n, arm, what, v in rows}
 depths = sorted({int(n) for _, n, _, _, _ in rows})
-whats = [w for w in ("score", "ping") if any(k[3] == w for k in val)]
+whats = [w for w in ("score", "ping", "stream") if any(k[3] == w for k in val)]
 print("\nsummary (ratios to the first arm in the same round; median over rounds)")
 for n in depths:
     for what in whats:
