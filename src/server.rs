@@ -10,11 +10,10 @@
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -350,6 +349,7 @@ fn tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<Option<ServerTls
     }
     Ok(Some(cfg))
 }
+
 /// A client's TCP connection, presented to HTTP/2 as having no vectored writes.
 ///
 /// Why: with vectored writes, h2 (0.4) sends a DATA payload over 256 bytes as its own buffer

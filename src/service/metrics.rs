@@ -299,12 +299,12 @@ impl Metrics {
         self.velocity_up.store(up, Relaxed);
     }
 
-    /// Whether the audit log took the last write (a commit or the health probe's rewrite).
     /// Exports the index lag of this audit log (`sesame_audit_index_lag_records`).
     pub fn watch_audit(&self, progress: Arc<crate::audit::AuditProgress>) {
         let _ = self.audit_progress.set(progress);
     }
 
+    /// Whether the audit log took the last write (a commit or the health probe's rewrite).
     pub fn set_audit_writable(&self, ok: bool) {
         self.audit_writable.store(ok, Relaxed);
     }
@@ -437,9 +437,7 @@ impl Metrics {
             u8::from(self.audit_writable.load(Relaxed))
         );
         if let Some(p) = self.audit_progress.get() {
-            out.push_str("# HELP sesame_audit_index_lag_records Records in the audit journal not yet in its SQLite index (the index runs on idle CPU and catches up; `sesame audit` reads both).
-# TYPE sesame_audit_index_lag_records gauge
-");
+            out.push_str("# HELP sesame_audit_index_lag_records Records in the audit journal not yet in its SQLite index (the index runs on idle CPU and catches up; `sesame audit` reads both).\n# TYPE sesame_audit_index_lag_records gauge\n");
             let _ = writeln!(out, "sesame_audit_index_lag_records {}", p.index_lag());
         }
         out.push_str("# HELP sesame_engine_ready 1 once the scoring engine is loaded.\n");
