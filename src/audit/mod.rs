@@ -356,17 +356,17 @@ impl Store {
     }
 
     /// Indexes the journal's records after the indexed part (checking that they continue the
-    /// chain); returns how many. A line still being written is left for the next time.
-    fn catch_up(&mut self) -> Result<usize, AuditError> {
+    /// chain). A line still being written is left for the next time.
+    fn catch_up(&mut self) -> Result<(), AuditError> {
         let jpath = journal_path(&self.path);
         let entries = journal::read_from(&jpath, self.indexed_offset)?;
         let end = entries.last().map_or(self.indexed_offset, |e| e.end_offset);
         let tail =
             continue_chain(entries, self.head_seq, &self.head_hash).map_err(AuditError::Read)?;
-        if !tail.is_empty() {
-            self.index(&tail, end)?;
+        if tail.is_empty() {
+            return Ok(());
         }
-        Ok(tail.len())
+        self.index(&tail, end)
     }
 
     /// Writes every indexed record into a new journal (migration of a pre-journal file).
@@ -1044,7 +1044,7 @@ fn index_batch(
         store.index(&batch, end)
     } else {
         // The journal holds everything durable, this batch included.
-        store.catch_up().map(|_| ())
+        store.catch_up()
     }
 }
 
