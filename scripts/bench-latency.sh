@@ -12,6 +12,7 @@
 # busier than half (docs/service.md, "Latency against load").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/serve.sh
 
 rounds=3 rates="2000 5000 25% 50%" seconds=4 arrivals=ticks
 client="${CARGO_TARGET_DIR:-target}/release/sesame"
@@ -44,20 +45,10 @@ cleanup() {
 trap cleanup EXIT
 
 port=$((20000 + RANDOM % 20000))
-env SESAME_LISTEN="127.0.0.1:$port" SESAME_METRICS_LISTEN= SESAME_WATCH_INTERVAL_SECS=0 \
-  SESAME_AUDIT_ENABLED=false SESAME_AUDIT_PATH="$work/audit.db" "${envs[@]}" "$server" serve \
-  > "$work/log" 2>&1 &
+start_bench_server "$server" "$port" "$work" SESAME_AUDIT_ENABLED=false "${envs[@]}"
 pid=$!
+wait_until_scoring "$client" "$port" "$pid" "$work" server
 addr="http://127.0.0.1:$port"
-# Ready when Score answers (Ping answers before the model and the population are loaded).
-for _ in $(seq 1 120); do
-  if "$client" bench --addr "$addr" --rpc score --seconds 0.2 --connections 1 --inflight 1 \
-       --user U0004ecbcf3e8 2>/dev/null | grep -q ', 0 errors'; then
-    break
-  fi
-  kill -0 "$pid" 2>/dev/null || { echo "server exited:" >&2; tail -5 "$work/log" >&2; exit 1; }
-  sleep 1
-done
 
 run() { # extra bench arguments...; prints the result line
   "$client" bench --addr "$addr" --rpc score --connections 4 --inflight 64 --seconds "$seconds" \

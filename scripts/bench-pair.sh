@@ -18,6 +18,7 @@
 # arm the ratios to the first arm and their median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/serve.sh
 
 rounds=3 inflight="4 16 64" seconds=3 rpc=score
 client="${CARGO_TARGET_DIR:-target}/release/sesame"
@@ -55,24 +56,12 @@ for i in "${!arms[@]}"; do
   envargs=()
   [ -n "${envs:-}" ] && [ "$envs" != "-" ] && IFS=, read -ra envargs <<< "$envs"
   port=$((port_base + i))
-  mkdir -p "$work/$name"
-  env SESAME_LISTEN="127.0.0.1:$port" SESAME_METRICS_LISTEN= SESAME_WATCH_INTERVAL_SECS=0 \
-    SESAME_AUDIT_PATH="$work/$name/audit.db" "${envargs[@]}" "$bin" serve > "$work/$name/log" 2>&1 &
+  start_bench_server "$bin" "$port" "$work/$name" "${envargs[@]}"
   pids+=($!) names+=("$name") ports+=("$port")
 done
 
-# Ready when it answers Score without an error (Ping answers before the model and the demo
-# population are loaded; Score is UNAVAILABLE until then).
 for i in "${!names[@]}"; do
-  for _ in $(seq 1 120); do
-    if "$client" bench --addr "http://127.0.0.1:${ports[$i]}" --rpc score --seconds 0.2 \
-         --connections 1 --inflight 1 --user U0004ecbcf3e8 2>/dev/null | grep -q ', 0 errors'; then
-      continue 2
-    fi
-    kill -0 "${pids[$i]}" 2>/dev/null || { echo "arm ${names[$i]} exited:" >&2; tail -5 "$work/${names[$i]}/log" >&2; exit 1; }
-    sleep 1
-  done
-  echo "arm ${names[$i]} did not answer within 120 s" >&2; exit 1
+  wait_until_scoring "$client" "${ports[$i]}" "${pids[$i]}" "$work/${names[$i]}" "arm ${names[$i]}"
 done
 
 results="$work/results.tsv"
