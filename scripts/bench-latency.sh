@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     --arrivals) arrivals=$2; shift 2 ;;
     --client) client=$2; shift 2 ;;
     --server) server=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *=*) envs+=("$1"); shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -58,7 +58,7 @@ field() { grep -oE "$1 [0-9.]+" <<< "$2" | head -1 | grep -oE '[0-9.]+$' || echo
 
 results="$work/results.tsv"
 : > "$results"
-echo "bench-latency: $rounds rounds, rates {$rates}, $arrivals arrivals, 4 x 64 connections x in flight, $seconds s runs"
+echo "bench-latency: $rounds rounds, rates {$rates}, $arrivals arrivals, 4 connections x 64 in flight, $seconds s runs"
 for r in $(seq 1 "$rounds"); do
   line=$(run)
   max=$(grep -oE '= [0-9]+ calls/s' <<< "$line" | grep -oE '[0-9]+' || echo 0)
