@@ -32,6 +32,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 server=${server:-$client}
+for spec in $rates; do
+  [[ "$spec" =~ ^[1-9][0-9]*%?$ ]] || { echo "--rates: '$spec' is neither calls/s (e.g. 5000) nor a share of the maximum (e.g. 50%)" >&2; exit 2; }
+done
 [ -x "$client" ] || { echo "no client binary at $client (cargo build --release)" >&2; exit 2; }
 [ -x "$server" ] || { echo "no server binary at $server" >&2; exit 2; }
 
