@@ -17,6 +17,8 @@ use super::FeatureError;
 
 /// Every event row gets its age at as-of under this name; filters may use it (e.g. "the month before last").
 const AGE: &str = "days_before_as_of";
+/// Per event row: its time is before as-of (known at as-of). See [`Pipeline::event_rows`].
+const KNOWN: &str = "__known_at_as_of";
 const NBR: &str = "__nbr";
 const MS_PER_DAY: f64 = 86_400_000.0;
 const DAYS_PER_MONTH: f64 = 30.4375;
@@ -338,7 +340,7 @@ impl Pipeline {
             let rows = if t.edges.is_some() {
                 self.edge_frame(tables, t, asof)?
             } else {
-                self.event_frame(tables, t, asof)?
+                self.event_rows(tables, t, asof)?
             };
             let schema = schema_of(&rows, &t.name)?;
             let mut masked = Vec::new();
@@ -348,7 +350,18 @@ impl Pipeline {
                 masked.push(row);
                 aggs.push(agg);
             }
-            let grouped = rows.with_columns(masked).group_by([col(key)]).agg(aggs);
+            let known = schema.get(KNOWN).is_some();
+            if known {
+                aggs.push(col(KNOWN).any(false).alias(KNOWN));
+            }
+            let mut grouped = rows.with_columns(masked).group_by([col(key)]).agg(aggs);
+            if known {
+                // A user whose rows all lie at or after as-of had none at as-of: missing, like a
+                // user with no rows at all (the left join below gives null).
+                grouped = grouped
+                    .filter(col(KNOWN))
+                    .select([all().exclude_cols([KNOWN]).as_expr()]);
+            }
             stage1 = left_join(stage1, grouped, key);
         }
 
@@ -648,6 +661,28 @@ impl Pipeline {
         t: &Table,
         asof: AsOf,
     ) -> Result<LazyFrame, FeatureError> {
+        let rows = self.event_rows(tables, t, asof)?;
+        Ok(match &t.time {
+            Some(_) => rows
+                .filter(col(KNOWN))
+                .select([all().exclude_cols([KNOWN]).as_expr()]),
+            None => rows,
+        })
+    }
+
+    /// A table's rows, every one, with the age column, the derived columns and, when the table
+    /// has a time column, [`KNOWN`]: whether the row lies before as-of. The aggregates read rows
+    /// through it and mask out the rows after as-of instead of filtering them away: polars
+    /// filters a large frame in one piece per thread and returns the pieces as chunks, and a
+    /// key in several chunks is grouped by hashing every row into index lists instead of by
+    /// slices, with every aggregation rechunking its column again (on the 1M-user batch that
+    /// cost more than the aggregations themselves, and the copies fresh memory besides).
+    fn event_rows(
+        &self,
+        tables: &Tables,
+        t: &Table,
+        asof: AsOf,
+    ) -> Result<LazyFrame, FeatureError> {
         let lf = tables.get(&t.name)?;
         let schema = schema_of(&lf, &t.name)?;
         let lf = match &t.time {
@@ -661,8 +696,10 @@ impl Pipeline {
                         t.name
                     ))
                 })?;
-                lf.with_columns([age.alias(AGE)])
-                    .filter(col(AGE).gt(lit(0.0)))
+                lf.with_columns([
+                    age.clone().alias(AGE),
+                    age.gt(lit(0.0)).fill_null(lit(false)).alias(KNOWN),
+                ])
             }
             None => lf.with_columns([lit(0.0).alias(AGE)]),
         };
@@ -928,6 +965,9 @@ fn aggregate_exprs(f: &Feature, t: &Table, schema: &Schema) -> Result<(Expr, Exp
         ));
     }
     let mut mask = conditions_mask(name, filter, schema)?;
+    if schema.get(KNOWN).is_some() {
+        mask = mask.and(col(KNOWN));
+    }
     if let Some(w) = window_days {
         mask = mask.and(col(AGE).lt_eq(lit(*w as f64)));
     }
