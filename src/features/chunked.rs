@@ -15,9 +15,9 @@
 //!    are read into memory first, so that a key already in order is flagged sorted
 //!    ([`mark_if_sorted`]): the plan's sort by key is then free and polars groups by slices.
 //! 2. *Shared*: the users-sharing-a-value features read other users' rows too. Their distinct
-//!    (user, value) pairs — who used which device — are gathered a key range at a time (only the
-//!    key, time and value columns are read, and only the pairs are kept), then each range's users
-//!    are counted against everyone's pairs.
+//!    (user, value) pairs — who used which device — are taken from each own-rows chunk's rows
+//!    while they are in memory (only the pairs are kept), then each range's users are counted
+//!    against everyone's pairs.
 //! 3. *Graph*: neighbour, two-hop and ratio features run once per graph chunk of users (slices
 //!    of the base table in its order; [`GRAPH_CHUNK_FACTOR`] own-rows chunks' worth of users). The stage-1 values they read (own-rows and shared features)
 //!    become attributes of a narrow base table (same name and type, so the same values); the
@@ -129,31 +129,29 @@ impl Pipeline {
                 .gt_eq(lit(lo.clone()))
                 .and(col(c).lt_eq(lit(hi.clone())))
         };
-        // Every table narrowed to the rows of one key range (edges: either end in it). With
-        // `collect`, the keyed tables are read into memory and their key flagged as sorted when
-        // it is (see `mark_if_sorted`), so the plan's sort by key costs nothing.
-        let narrowed =
-            |range: &(String, String, usize), collect: bool| -> Result<Tables, FeatureError> {
-                let mut narrowed = tables.clone();
-                narrowed.insert_lazy(&spec.base_table, base.clone().filter(in_range(key, range)));
-                for t in &spec.tables {
-                    let Ok(lf) = tables.get(&t.name) else {
-                        continue;
-                    };
-                    match &t.edges {
-                        Some((from, to)) => narrowed.insert_lazy(
-                            &t.name,
-                            lf.filter(in_range(from, range).or(in_range(to, range))),
-                        ),
-                        None if collect => {
-                            let df = lf.filter(in_range(key, range)).collect().map_err(data)?;
-                            narrowed.insert(&t.name, mark_if_sorted(df, key)?);
-                        }
-                        None => narrowed.insert_lazy(&t.name, lf.filter(in_range(key, range))),
+        // Every table narrowed to the rows of one key range (edges: either end in it). The keyed
+        // tables are read into memory and their key flagged as sorted when it is (see
+        // `mark_if_sorted`), so the plan's sort by key costs nothing.
+        let narrowed = |range: &(String, String, usize)| -> Result<Tables, FeatureError> {
+            let mut narrowed = tables.clone();
+            narrowed.insert_lazy(&spec.base_table, base.clone().filter(in_range(key, range)));
+            for t in &spec.tables {
+                let Ok(lf) = tables.get(&t.name) else {
+                    continue;
+                };
+                match &t.edges {
+                    Some((from, to)) => narrowed.insert_lazy(
+                        &t.name,
+                        lf.filter(in_range(from, range).or(in_range(to, range))),
+                    ),
+                    None => {
+                        let df = lf.filter(in_range(key, range)).collect().map_err(data)?;
+                        narrowed.insert(&t.name, mark_if_sorted(df, key)?);
                     }
                 }
-                Ok(narrowed)
-            };
+            }
+            Ok(narrowed)
+        };
         let mut stage1 = self.clone();
         stage1.spec.features.retain(|f| own_rows(&f.def));
         let n_chunks = ranges.len();
@@ -161,9 +159,19 @@ impl Pipeline {
         let graph_chunks = n.div_ceil(graph_chunk_users);
         let total_steps = n_chunks + graph_chunks;
         let mut parts = Vec::with_capacity(n_chunks);
+        // The users-sharing-a-value features (step 2) need every user's distinct (user, value)
+        // pairs: they are taken from each chunk's rows while those are in memory, rather than
+        // by reading and decoding the table a second time.
+        let shared_feats: Vec<&Feature> =
+            spec.features.iter().filter(|f| is_shared(&f.def)).collect();
+        let mut shared_pairs: Vec<Vec<LazyFrame>> = vec![Vec::new(); shared_feats.len()];
         for (i, range) in ranges.iter().enumerate() {
             let chunk_len = range.2;
-            let narrowed = narrowed(range, true)?;
+            let narrowed = narrowed(range)?;
+            for (f, pairs) in shared_feats.iter().zip(shared_pairs.iter_mut()) {
+                let p = self.shared_pairs(&narrowed, f, as_of)?;
+                pairs.push(p.collect().map_err(data)?.lazy());
+            }
             let part = stage1.compute(&narrowed, as_of)?;
             if part.height() != chunk_len {
                 return Err(data(format!(
@@ -192,11 +200,9 @@ impl Pipeline {
         }
         debug_rss("stage-1 values in base order");
 
-        // Step 2: users sharing a value (a device). Every user's distinct (user, value) pairs are
-        // gathered a key range at a time — only the pairs stay in memory, not the event rows —
-        // then each range's users are counted against all the pairs.
-        let shared_feats: Vec<&Feature> =
-            spec.features.iter().filter(|f| is_shared(&f.def)).collect();
+        // Step 2: users sharing a value (a device). Every user's distinct (user, value) pairs,
+        // gathered a key range at a time in step 1 — only the pairs stay in memory, not the
+        // event rows — then each range's users are counted against all the pairs.
         let shared_values = if shared_feats.is_empty() {
             None
         } else {
@@ -204,12 +210,7 @@ impl Pipeline {
                 .clone()
                 .select([col(key)])
                 .with_row_index("__order", None);
-            for f in shared_feats {
-                let mut pairs = Vec::with_capacity(n_chunks);
-                for range in &ranges {
-                    let p = self.shared_pairs(&narrowed(range, false)?, f, as_of)?;
-                    pairs.push(p.collect().map_err(data)?.lazy());
-                }
+            for (f, pairs) in shared_feats.into_iter().zip(shared_pairs) {
                 let all = concat(pairs, UnionArgs::default())
                     .map_err(data)?
                     .collect()
