@@ -4,26 +4,25 @@
 # (scripts/batch_pandas_baseline.py), each under /usr/bin/time -v, with the ratio of their wall
 # times. docs/batch.md has the results and why the order and the rest matter here.
 #
-#   scripts/bench-1m.sh [--users 1000000] [--data DIR] [--runs 3] [--rest 120] [--no-pandas] [--no-warm]
+#   scripts/bench-1m.sh [--users 1000000] [--data DIR] [--runs 3] [--rest 120] [--no-pandas] [--warm]
 #
 # - The population is generated into DIR (default /tmp/sesame-g<users>) when DIR does not exist
 #   (1M users: ~1 GB of Parquet, ~35 s).
 # - pandas runs first (needs `pip install pandas pyarrow optbinning`; ~18 GB of memory and ~5 min
 #   at 1M users), then the script rests --rest seconds, then `sesame batch` runs --runs times.
-#   On this project's VM, memory a process has just freed is handed back to the host and is slow
-#   to fault in again; a run started right after pandas' 18 GB were freed can take 2-4x as long
-#   with the same CPU time (docs/batch.md). The rest lets the host settle; the table shows each
-#   run's CPU time beside its wall time so such a run is visible.
-# - Before each timed run (both tools) the input tables and the program are read once into the
-#   page cache (`--no-warm` skips it). pandas' 18 GB push them out of it, and this VM's disk read
-#   the same 915 MB in 0.6 s at one hour and 26-31 s at another: without the warm-up the run
-#   after pandas measured the host's disk, not the tool. The time each warm-up took is printed.
+#   A run started right after pandas' 18 GB were freed used to take up to 2-4x as long with the
+#   same CPU time; the table shows each run's CPU time beside its wall time so such a run is
+#   visible, and the rest lets the host settle (docs/batch.md).
+# - Most of that was the page cache: pandas pushes the inputs out of it. `sesame batch` now
+#   prefetches its tables (src/io.rs, `prefetch_files`), so its first run after pandas is timed
+#   as it comes; `--warm` reads the inputs and the program into the cache before each timed run
+#   of both tools, to take the host's disk out of the comparison (and prints how long it took).
 # - Ratios use pandas' time without its import and model fit (it fits a scorecard; `sesame batch`
 #   loads a trained one), as its own summary line reports it, and its whole wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-users=1000000 data="" runs=3 rest=120 pandas=1 warm=1
+users=1000000 data="" runs=3 rest=120 pandas=1 warm=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --users) users=$2; shift 2 ;;
@@ -31,8 +30,8 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --rest) rest=$2; shift 2 ;;
     --no-pandas) pandas=0; shift ;;
-    --no-warm) warm=0; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --warm) warm=1; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
