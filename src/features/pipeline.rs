@@ -39,14 +39,10 @@ impl Tables {
         let mut frames = HashMap::new();
         let mut files = vec![(spec.base_table.clone(), spec.base_file.clone())];
         files.extend(spec.tables.iter().map(|t| (t.name.clone(), t.file.clone())));
-        // Every table is read in full (a population run, or the online store at start).
-        crate::io::prefetch_files(
-            files
-                .iter()
-                .map(|(_, file)| dir.join(file))
-                .filter(|p| p.is_file())
-                .collect(),
-        );
+        // Every table is read in full (a population run, or the online store at start). Before
+        // the loop, as a CSV is read there; a missing file is skipped by the prefetch and
+        // reported by the loop.
+        crate::io::prefetch_files(files.iter().map(|(_, file)| dir.join(file)).collect());
         for (name, file) in files {
             let path = dir.join(&file);
             if !path.is_file() {
