@@ -347,18 +347,16 @@ impl Pipeline {
                 self.event_rows(tables, t, asof)?
             };
             let schema = schema_of(&rows, &t.name)?;
-            let mut masked = Vec::new();
+            let mut row_columns = RowColumns::default();
             let mut aggs = Vec::new();
             for f in feats {
-                let (row, agg) = aggregate_exprs(f, t, &schema)?;
-                masked.push(row);
-                aggs.push(agg);
+                aggs.push(aggregate_expr(f, t, &schema, &mut row_columns)?);
             }
             let known = schema.get(KNOWN).is_some();
             if known {
                 aggs.push(col(KNOWN).any(false).alias(KNOWN));
             }
-            let mut grouped = rows.with_columns(masked).group_by([col(key)]).agg(aggs);
+            let mut grouped = row_columns.add_to(rows).group_by([col(key)]).agg(aggs);
             if known {
                 // A user whose rows all lie at or after as-of had none at as-of: missing, like a
                 // user with no rows at all (the left join below gives null).
@@ -958,13 +956,61 @@ fn collect_strings(lf: LazyFrame, column: &str) -> Result<Vec<String>, FeatureEr
     Ok(ca.iter().flatten().map(|s| s.to_string()).collect())
 }
 
-/// An aggregate feature as two expressions: a row-level column holding the value where the row
-/// matches the filter and window and null elsewhere, and the group aggregation of that column.
-/// Why not `value.filter(mask).sum()` inside the group-by: polars evaluates a filter in a group
-/// context group by group (an index list per group), which made the population run 2-3x slower;
-/// a masked column is computed once over the table and the plain aggregations skip its nulls,
-/// with the same results (0 for counts and sums of no matching row, null for mean/max/min/std).
-fn aggregate_exprs(f: &Feature, t: &Table, schema: &Schema) -> Result<(Expr, Expr), FeatureError> {
+/// The row-level columns a table's aggregates read, each computed once over the table's rows
+/// however many features share it. Three layers, each one `with_columns` reading the one before:
+/// the conditions (a filter's test, the window), the masks (a feature's conditions ANDed) and
+/// the masked values. Why: features repeat their filters (`kind in [loan_repayment,
+/// utility_bill]` in 14 of the demo pipeline's 39 transaction features), and polars did not
+/// share them: every string comparison ran once per feature, ~9 % of the 1M-user batch's CPU.
+#[derive(Default)]
+struct RowColumns {
+    layers: [Vec<(Expr, String)>; 3],
+}
+
+impl RowColumns {
+    const CONDITION: usize = 0;
+    const MASK: usize = 1;
+    const VALUE: usize = 2;
+
+    /// A column holding `e`'s value on each row: the one already made for an equal expression,
+    /// or a new one.
+    fn column(&mut self, layer: usize, e: Expr) -> Expr {
+        let layer_exprs = &mut self.layers[layer];
+        if let Some((_, name)) = layer_exprs.iter().find(|(x, _)| *x == e) {
+            return col(name.as_str());
+        }
+        let name = format!("__row{layer}_{}", layer_exprs.len());
+        layer_exprs.push((e, name.clone()));
+        col(name.as_str())
+    }
+
+    fn add_to(self, mut rows: LazyFrame) -> LazyFrame {
+        for layer in self.layers {
+            if !layer.is_empty() {
+                rows = rows.with_columns(
+                    layer
+                        .into_iter()
+                        .map(|(e, name)| e.alias(name))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        rows
+    }
+}
+
+/// An aggregate feature as the group aggregation of a row-level column (in `rows`) holding the
+/// value where the row matches the filter and window and null elsewhere. Why not
+/// `value.filter(mask).sum()` inside the group-by: polars evaluates a filter in a group context
+/// group by group (an index list per group), which made the population run 2-3x slower; a
+/// masked column is computed once over the table and the plain aggregations skip its nulls, with
+/// the same results (0 for counts and sums of no matching row, null for mean/max/min/std).
+fn aggregate_expr(
+    f: &Feature,
+    t: &Table,
+    schema: &Schema,
+    rows: &mut RowColumns,
+) -> Result<Expr, FeatureError> {
     let Definition::Aggregate {
         column,
         agg,
@@ -982,13 +1028,22 @@ fn aggregate_exprs(f: &Feature, t: &Table, schema: &Schema) -> Result<(Expr, Exp
             format!("window_days needs a time column on table '{}'", t.name),
         ));
     }
-    let mut mask = conditions_mask(name, filter, schema)?;
+    let mut conditions = vec![rows.column(RowColumns::CONDITION, all_rows(name, schema)?)];
+    for c in condition_exprs(name, filter, schema)? {
+        conditions.push(rows.column(RowColumns::CONDITION, c));
+    }
     if schema.get(KNOWN).is_some() {
-        mask = mask.and(col(KNOWN));
+        conditions.push(col(KNOWN));
     }
     if let Some(w) = window_days {
-        mask = mask.and(col(AGE).lt_eq(lit(*w as f64)));
+        let in_window = col(AGE).lt_eq(lit(*w as f64));
+        conditions.push(rows.column(RowColumns::CONDITION, in_window));
     }
+    let mask = conditions
+        .into_iter()
+        .reduce(|a, b| a.and(b))
+        .ok_or_else(|| data_err(name, "no mask"))?;
+    let mask = rows.column(RowColumns::MASK, mask);
     let value = || -> Result<Expr, FeatureError> {
         let c = column
             .as_deref()
@@ -1009,31 +1064,30 @@ fn aggregate_exprs(f: &Feature, t: &Table, schema: &Schema) -> Result<(Expr, Exp
     let row = match agg {
         // The boolean mask itself: its group sum is the count (a bit per row, not 4-8 bytes).
         Agg::Count => mask.clone(),
-        Agg::Sum | Agg::Mean | Agg::Max | Agg::Min | Agg::Std => f64_value()?,
+        Agg::Sum | Agg::Mean | Agg::Max | Agg::Min | Agg::Std => {
+            rows.column(RowColumns::VALUE, f64_value()?)
+        }
         Agg::NUnique => {
             let v = value()?;
             let dtype = schema
                 .get(column.as_deref().unwrap_or_default())
                 .cloned()
                 .unwrap_or(DataType::Null);
-            masked(v, dtype)
+            rows.column(RowColumns::VALUE, masked(v, dtype))
         }
-        Agg::DaysSinceLast | Agg::DaysSinceFirst => masked(col(AGE), DataType::Float64),
+        Agg::DaysSinceLast | Agg::DaysSinceFirst => {
+            rows.column(RowColumns::VALUE, masked(col(AGE), DataType::Float64))
+        }
     };
-    let row_name = format!("__agg_{name}");
-    let c = || col(row_name.as_str());
     let e = match agg {
-        Agg::Count | Agg::Sum => c().sum(),
-        Agg::Mean => c().mean(),
-        Agg::Max | Agg::DaysSinceFirst => c().max(),
-        Agg::Min | Agg::DaysSinceLast => c().min(),
-        Agg::Std => c().std(1),
-        Agg::NUnique => c().drop_nulls().n_unique(),
+        Agg::Count | Agg::Sum => row.sum(),
+        Agg::Mean => row.mean(),
+        Agg::Max | Agg::DaysSinceFirst => row.max(),
+        Agg::Min | Agg::DaysSinceLast => row.min(),
+        Agg::Std => row.std(1),
+        Agg::NUnique => row.drop_nulls().n_unique(),
     };
-    Ok((
-        row.alias(row_name.as_str()),
-        cast_to(e, f.ftype).alias(name),
-    ))
+    Ok(cast_to(e, f.ftype).alias(name))
 }
 
 /// AND of the conditions; rows where a condition is null do not match. Starts from a column so
@@ -1043,12 +1097,28 @@ fn conditions_mask(
     conditions: &[Condition],
     schema: &Schema,
 ) -> Result<Expr, FeatureError> {
+    Ok(condition_exprs(feature, conditions, schema)?
+        .into_iter()
+        .fold(all_rows(feature, schema)?, |mask, c| mask.and(c)))
+}
+
+/// True on every row, as a column (a literal would be one value in a group-by context).
+fn all_rows(feature: &str, schema: &Schema) -> Result<Expr, FeatureError> {
     let anchor = schema
         .iter_names()
         .next()
         .cloned()
         .ok_or_else(|| data_err(feature, "table has no columns"))?;
-    let mut mask = col(anchor.clone()).is_null().or(col(anchor).is_not_null());
+    Ok(col(anchor.clone()).is_null().or(col(anchor).is_not_null()))
+}
+
+/// Each condition as a mask that is false where the condition is null.
+fn condition_exprs(
+    feature: &str,
+    conditions: &[Condition],
+    schema: &Schema,
+) -> Result<Vec<Expr>, FeatureError> {
+    let mut exprs = Vec::with_capacity(conditions.len());
     for c in conditions {
         let Some(dtype) = schema.get(c.column.as_str()) else {
             return Err(data_err(
@@ -1141,9 +1211,9 @@ fn conditions_mask(
             Op::IsNull => x().is_null(),
             Op::NotNull => x().is_not_null(),
         };
-        mask = mask.and(cond.fill_null(lit(false)));
+        exprs.push(cond.fill_null(lit(false)));
     }
-    Ok(mask)
+    Ok(exprs)
 }
 
 /// Most values of a short text list tested as equalities rather than with `is_in`.
@@ -1216,4 +1286,42 @@ pub(super) fn in_order(
         .select([all().exclude_cols(["__order"]).as_expr()])
         .collect()
         .map_err(|e| FeatureError::Data(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_spec() -> PipelineSpec {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/pipeline.toml");
+        PipelineSpec::load(&path).unwrap()
+    }
+
+    #[test]
+    fn aggregates_sharing_a_filter_share_its_row_columns() {
+        let spec = demo_spec();
+        let t = spec.table("transactions").unwrap();
+        let schema = Schema::from_iter([
+            Field::new("user_id".into(), DataType::String),
+            Field::new("kind".into(), DataType::String),
+            Field::new("days_past_due".into(), DataType::Float64),
+            Field::new(AGE.into(), DataType::Float64),
+            Field::new(KNOWN.into(), DataType::Boolean),
+        ]);
+        let mut rows = RowColumns::default();
+        let mut add = |name: &str| {
+            aggregate_expr(spec.feature(name).unwrap(), t, &schema, &mut rows).unwrap();
+            rows.layers.iter().map(Vec::len).collect::<Vec<_>>()
+        };
+        // Conditions: every row, kind in [loan_repayment, utility_bill], the 365-day window.
+        assert_eq!(add("dpd_max_365d"), [3, 1, 1]);
+        // Same filter, window and column: nothing new.
+        assert_eq!(add("dpd_mean_365d"), [3, 1, 1]);
+        // A count reads its mask, not a value column.
+        assert_eq!(add("bill_count_365d"), [3, 1, 1]);
+        // Another window: one condition, one mask, one value more.
+        assert_eq!(add("dpd_max_90d"), [4, 2, 2]);
+        // The same filter plus days_past_due >= 1: one condition and one mask more.
+        assert_eq!(add("late1_count_365d"), [5, 3, 2]);
+    }
 }
