@@ -13,7 +13,8 @@
 #   A run started right after pandas' 18 GB were freed used to take up to 2-4x as long with the
 #   same CPU time; the table shows each run's CPU time beside its wall time so such a run is
 #   visible, and the rest lets the host settle (docs/batch.md).
-# - Most of that was the page cache: pandas pushes the inputs out of it. `sesame batch` now
+# - Most of that was the page cache: the inputs fall out of it during pandas' minutes (its memory,
+#   and on hosts with DAMON pageout, any file idle for a minute: noted below). `sesame batch` now
 #   prefetches its tables (src/io.rs, `prefetch_files`), so its first run after pandas is timed
 #   as it comes; `--warm` reads the inputs and the program into the cache before each timed run
 #   of both tools, to take the host's disk out of the comparison (and prints how long it took).
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     --rest) rest=$2; shift 2 ;;
     --no-pandas) pandas=0; shift ;;
     --warm) warm=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -41,6 +42,19 @@ bin="${CARGO_TARGET_DIR:-target}/release/sesame"
 data=${data:-/tmp/sesame-g$users}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+
+# Some hosts (this project's VM) run DAMON with a `pageout` scheme, which drops page-cache pages
+# not read for a while: then the inputs come from the disk again after pandas' minutes, whatever
+# memory it used (docs/batch.md, stop 28). Say so, since it decides what the first run measures.
+for scheme in /sys/kernel/mm/damon/admin/kdamonds/*/contexts/*/schemes/*/; do
+  [ "$(cat "$scheme/action" 2>/dev/null)" = pageout ] || continue
+  context=${scheme%/schemes/*}
+  kdamond=${context%/contexts/*}
+  [ "$(cat "$kdamond/state" 2>/dev/null)" = on ] || continue
+  age=$(cat "$scheme/access_pattern/age/min" 2>/dev/null || echo '?')
+  aggr_us=$(cat "$context/monitoring_attrs/intervals/aggr_us" 2>/dev/null || echo 0)
+  echo "== note: DAMON pageout is on: pages idle for $age x $((aggr_us / 1000)) ms are dropped"
+done
 
 if [ ! -d "$data" ]; then
   echo "== generating $users users into $data"
