@@ -961,7 +961,8 @@ fn collect_strings(lf: LazyFrame, column: &str) -> Result<Vec<String>, FeatureEr
 /// the conditions (a filter's test, the window), the masks (a feature's conditions ANDed) and
 /// the masked values. Why: features repeat their filters (`kind in [loan_repayment,
 /// utility_bill]` in 14 of the demo pipeline's 39 transaction features), and polars did not
-/// share them: every string comparison ran once per feature, ~9 % of the 1M-user batch's CPU.
+/// share them: every string comparison ran once per feature (the string equality kernel had
+/// 4.9 % of the 1M-user batch's CPU samples, 2.5 % with each condition computed once).
 #[derive(Default)]
 struct RowColumns {
     layers: [Vec<(Expr, String)>; 3],
