@@ -1311,7 +1311,8 @@ mod tests {
         ]);
         let mut rows = RowColumns::default();
         let mut add = |name: &str| {
-            aggregate_expr(spec.feature(name).unwrap(), t, &schema, &mut rows).unwrap();
+            let _aggregation =
+                aggregate_expr(spec.feature(name).unwrap(), t, &schema, &mut rows).unwrap();
             rows.layers.iter().map(Vec::len).collect::<Vec<_>>()
         };
         // Conditions: every row, kind in [loan_repayment, utility_bill], the 365-day window.
