@@ -77,10 +77,11 @@ pub fn write_parquet_atomic(df: &mut DataFrame, path: &Path) -> anyhow::Result<(
 /// Asks the kernel to read whole input files into the page cache, on a background thread
 /// (`posix_fadvise(WILLNEED)`; Linux only, nothing elsewhere), for a job about to read all of
 /// them. The chunked batch reads each table a piece at a time, and when the files are not cached
-/// those reads are small and wait on the disk one after another: right after a process that used
-/// 18 GB (the pandas baseline) had pushed the 1M population out of the cache, `sesame batch` took
-/// 48 s instead of 29 s with the same CPU time (docs/batch.md, stop 27). Skipped when the files
-/// would fill more than a quarter of the machine's memory: they would push each other out.
+/// those reads are small and wait on the disk one after another. Files fall out of the cache
+/// under memory pressure, and on hosts running DAMON pageout (this project's VM) after about a
+/// minute unread: right after the pandas baseline's five minutes, `sesame batch` took 48 s
+/// instead of 29 s with the same CPU time (docs/batch.md, stops 27 and 28). Skipped when the
+/// files would fill more than a quarter of the machine's memory: they would push each other out.
 pub fn prefetch_files(paths: Vec<PathBuf>) {
     #[cfg(target_os = "linux")]
     {
