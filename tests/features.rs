@@ -427,6 +427,46 @@ fn rows_at_or_after_as_of_change_no_feature() {
     assert!(before.equals_missing(&after), "leak:\n{before}\n{after}");
 }
 
+/// The population run in chunks (its graph step joins on integer ids, not on the keys) equals
+/// the single run, also with edges to users outside the base table and edges missing an end.
+#[test]
+fn chunked_run_equals_one_run_with_edges_outside_the_population() {
+    let p = pipeline();
+    let mut t = tables(false);
+    let src: [Option<&str>; 6] = [
+        Some("a"),
+        Some("a"),
+        Some("d"),
+        Some("x"),
+        Some("b"),
+        Some("x"),
+    ];
+    let dst: [Option<&str>; 6] = [Some("d"), Some("e"), Some("b"), Some("c"), None, Some("a")];
+    let relations = DataFrame::new(
+        6,
+        vec![
+            Column::new("src".into(), src),
+            Column::new("dst".into(), dst),
+            Column::new("kind".into(), vec!["contact"; 6]),
+            dates("since", vec![Some(day(2024, 1, 1)); 6]),
+        ],
+    )
+    .unwrap();
+    t.insert("relations", relations);
+    let one = p.compute(&t, as_of()).unwrap();
+    // Two users a chunk: three own-rows chunks, and the graph step in chunks of ten.
+    let chunked = p.compute_chunked(&t, as_of(), 2, |_, _| {}).unwrap();
+    assert!(
+        one.equals_missing(&chunked),
+        "one run:\n{one}\nchunked:\n{chunked}"
+    );
+    // c's only neighbour, x, is outside the population, and c reaches a (late) through x; b
+    // reaches a through d (b's other edge has no far end).
+    assert_eq!(value(&chunked, "c", "two_hop_late"), Some(1.0));
+    assert_eq!(value(&chunked, "b", "two_hop_late"), Some(1.0));
+    assert_eq!(value(&chunked, "c", "degree"), Some(1.0));
+}
+
 #[test]
 fn online_path_equals_batch_row_for_every_user() {
     let p = pipeline();

@@ -22,7 +22,8 @@
 //!    of the base table in its order; [`GRAPH_CHUNK_FACTOR`] own-rows chunks' worth of users). The stage-1 values they read (own-rows and shared features)
 //!    become attributes of a narrow base table (same name and type, so the same values); the
 //!    chunk follows only its own users' edges on the first hop and reads the neighbours' values
-//!    from every user's ([`Tables::set_neighbor_values`]). Chunking matters here too: two-hop
+//!    from every user's ([`Tables::set_neighbor_values`]). This step joins on integer ids in
+//!    place of the keys (`GraphIds`), one per distinct key. Chunking matters here too: two-hop
 //!    paths grow faster than the users (hubs) — 25M paths at 1M generated users.
 //!
 //! The result equals [`Pipeline::compute`] bit for bit, rows in the base table's order
@@ -54,9 +55,12 @@ fn data(e: impl std::fmt::Display) -> FeatureError {
 }
 
 /// Diagnostics only, off unless `SESAME_CHUNK_DEBUG` is set: the process's current and peak
-/// resident memory after a step, on stderr (Linux; prints nothing elsewhere).
+/// resident memory after a step, and the seconds since the first such line, on stderr (memory on
+/// Linux only).
 pub(crate) fn debug_rss(what: &str) {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     if std::env::var_os("SESAME_CHUNK_DEBUG").is_some() {
+        let start = START.get_or_init(std::time::Instant::now);
         let st = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let get = |k: &str| {
             st.lines()
@@ -65,7 +69,8 @@ pub(crate) fn debug_rss(what: &str) {
                 .unwrap_or_default()
         };
         eprintln!(
-            "[chunk-debug] {what}: rss {} peak {}",
+            "[chunk-debug] {:7.2} s {what}: rss {} peak {}",
+            start.elapsed().as_secs_f64(),
             get("VmRSS:"),
             get("VmHWM:")
         );
@@ -273,7 +278,22 @@ impl Pipeline {
             .spec
             .features
             .retain(|f| !own_rows(&f.def) || read.contains(f.meta.name.as_str()));
-        let mut narrow = vec![values.column(key).map_err(data)?.clone()];
+        // Each graph chunk joins and groups by user many times over (every edge with its
+        // neighbour's values, the chunk's own edges, the two-hop paths), and on text keys each of
+        // those hashes and compares strings: string hashing, hash-table probes and `memcmp` led
+        // the step's profile. The step runs on integer ids instead (`GraphIds`): one id per
+        // distinct key, so equal keys stay equal and distinct keys distinct, and every feature
+        // reads the same rows in the same order as on the text keys.
+        let ids = GraphIds::new(values.column(key).map_err(data)?, key)?;
+        let mut graph_tables = tables.clone();
+        for t in &spec.tables {
+            let (Some((from, to)), Ok(lf)) = (&t.edges, tables.get(&t.name)) else {
+                continue;
+            };
+            graph_tables.insert(&t.name, ids.edges(lf, from, to)?);
+        }
+        debug_rss("graph ids");
+        let mut narrow = vec![ids.base_column()?];
         for f in graph.spec.features.iter_mut() {
             let from = if own_rows(&f.def) {
                 &values
@@ -296,7 +316,7 @@ impl Pipeline {
         for i in 0..graph_chunks {
             let offset = i * graph_chunk_users;
             let len = graph_chunk_users.min(n - offset);
-            let mut t = tables.clone();
+            let mut t = graph_tables.clone();
             t.insert(&spec.base_table, narrow.slice(offset as i64, len));
             t.set_neighbor_values(all_values.clone());
             let part = graph.compute(&t, as_of)?;
@@ -328,5 +348,98 @@ impl Pipeline {
             out.push(from.column(f.meta.name.as_str()).map_err(data)?.clone());
         }
         DataFrame::new(n, out).map_err(data)
+    }
+}
+
+/// Integer ids for the graph step's user keys: the base users are `0..n` in the base table's
+/// order, and every other key an edge names (a user missing from the base table) gets an id
+/// after them, in sorted order. One id per distinct key, so a join or group-by on the ids pairs
+/// exactly the rows it paired on the keys.
+struct GraphIds {
+    key: String,
+    /// `__id`, then the key: the base users' ids.
+    base: DataFrame,
+}
+
+impl GraphIds {
+    const ID: &'static str = "__id";
+
+    fn new(keys: &Column, key: &str) -> Result<GraphIds, FeatureError> {
+        let base = DataFrame::new(keys.len(), vec![keys.clone()])
+            .map_err(data)?
+            .with_row_index(Self::ID.into(), None)
+            .map_err(data)?;
+        Ok(GraphIds {
+            key: key.to_string(),
+            base,
+        })
+    }
+
+    /// The base users' ids, named as the key.
+    fn base_column(&self) -> Result<Column, FeatureError> {
+        let mut c = self.base.column(Self::ID).map_err(data)?.clone();
+        c.rename(self.key.as_str().into());
+        Ok(c)
+    }
+
+    /// The edge table with both ends as ids, rows in their order (a neighbour mean adds its
+    /// values in row order).
+    fn edges(&self, edges: LazyFrame, from: &str, to: &str) -> Result<DataFrame, FeatureError> {
+        let key = self.key.as_str();
+        let id_of = |end: &str| format!("__id_{end}");
+        let mut args = JoinArgs::new(JoinType::Left);
+        args.maintain_order = MaintainOrderJoin::Left;
+        // Each end's id in `ids` (an id and a key column) as `__id_<end>`, where it has none yet.
+        let add_ids = |mut lf: LazyFrame, ids: &DataFrame, first: bool| {
+            for end in [from, to] {
+                let found = ids
+                    .clone()
+                    .lazy()
+                    .select([col(key).alias(end), col(Self::ID).alias("__found")]);
+                let id = if first {
+                    col("__found")
+                } else {
+                    col(id_of(end)).fill_null(col("__found"))
+                };
+                lf = lf
+                    .join(found, [col(end)], [col(end)], args.clone())
+                    .with_columns([id.alias(id_of(end))])
+                    .select([all().exclude_cols(["__found"]).as_expr()]);
+            }
+            lf
+        };
+        let mut with_ids = add_ids(edges, &self.base, true).collect().map_err(data)?;
+        // Keys outside the base table (an edge to someone not in the population): rare, so
+        // they get their ids in a second pass rather than every key in one dictionary.
+        let outside: Vec<LazyFrame> = [from, to]
+            .iter()
+            .map(|end| {
+                with_ids
+                    .clone()
+                    .lazy()
+                    .filter(col(id_of(end)).is_null().and(col(*end).is_not_null()))
+                    .select([col(*end).alias(key)])
+            })
+            .collect();
+        let outside = concat(outside, UnionArgs::default())
+            .map_err(data)?
+            .unique(None, UniqueKeepStrategy::Any)
+            .sort([key], Default::default())
+            .collect()
+            .map_err(data)?;
+        if outside.height() > 0 {
+            let outside = outside
+                .with_row_index(Self::ID.into(), Some(self.base.height() as IdxSize))
+                .map_err(data)?;
+            with_ids = add_ids(with_ids.lazy(), &outside, false)
+                .collect()
+                .map_err(data)?;
+        }
+        with_ids
+            .lazy()
+            .with_columns([col(id_of(from)).alias(from), col(id_of(to)).alias(to)])
+            .select([all().exclude_cols([id_of(from), id_of(to)]).as_expr()])
+            .collect()
+            .map_err(data)
     }
 }
