@@ -428,9 +428,10 @@ fn rows_at_or_after_as_of_change_no_feature() {
 }
 
 /// The population run in chunks (its graph step joins on integer ids, not on the keys) equals
-/// the single run, also with edges to users outside the base table and edges missing an end.
+/// the single run, also with edges to users outside the base table, edges missing an end, and
+/// a base table out of key order.
 #[test]
-fn chunked_run_equals_one_run_with_edges_outside_the_population() {
+fn chunked_run_equals_one_run_with_outside_edges_in_any_base_order() {
     let p = pipeline();
     let mut t = tables(false);
     let src: [Option<&str>; 6] = [
@@ -460,6 +461,18 @@ fn chunked_run_equals_one_run_with_edges_outside_the_population() {
         one.equals_missing(&chunked),
         "one run:\n{one}\nchunked:\n{chunked}"
     );
+    // A base table out of key order: the chunks' values are put back in its order.
+    let mut t_reversed = t.clone();
+    let users = t.get("users").unwrap().collect().unwrap().reverse();
+    t_reversed.insert("users", users);
+    let reversed = p
+        .compute_chunked(&t_reversed, as_of(), 2, |_, _| {})
+        .unwrap();
+    assert_eq!(
+        reversed.column("user_id").unwrap().str().unwrap().get(0),
+        Some("e")
+    );
+    assert!(one.reverse().equals_missing(&reversed), "{reversed}");
     // c's only neighbour, x, is outside the population, and c reaches a (late) through x; b
     // reaches a through d (b's other edge has no far end).
     assert_eq!(value(&chunked, "c", "two_hop_late"), Some(1.0));

@@ -190,13 +190,28 @@ impl Pipeline {
         }
 
         // Back to the base table's order: the stage-1 values become the graph step's base table.
-        let values = in_order(
-            base.clone()
-                .select([col(key)])
-                .with_row_index("__order", None),
-            concat(parts, UnionArgs::default()).map_err(data)?,
-            key,
-        )?;
+        // The chunks come in key order, which is already the base table's when it is stored
+        // sorted (as `sesame datasets generate` writes it): then no join is needed.
+        let stage1_values = concat(parts, UnionArgs::default())
+            .map_err(data)?
+            .collect()
+            .map_err(data)?;
+        let in_base_order = stage1_values
+            .column(key)
+            .map_err(data)?
+            .as_materialized_series()
+            .equals_missing(keys.as_materialized_series());
+        let values = if in_base_order {
+            stage1_values
+        } else {
+            in_order(
+                base.clone()
+                    .select([col(key)])
+                    .with_row_index("__order", None),
+                stage1_values.lazy(),
+                key,
+            )?
+        };
         if values.height() != n {
             return Err(data(format!(
                 "stage 1: {} rows for {n} users",
