@@ -173,6 +173,7 @@ impl Pipeline {
         for (i, range) in ranges.iter().enumerate() {
             let chunk_len = range.2;
             let narrowed = narrowed(range)?;
+            debug_rss(&format!("own-rows chunk {i} read"));
             for (f, pairs) in shared_feats.iter().zip(shared_pairs.iter_mut()) {
                 let p = self.shared_pairs(&narrowed, f, as_of)?;
                 pairs.push(p.collect().map_err(data)?.lazy());
