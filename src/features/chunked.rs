@@ -306,7 +306,11 @@ impl Pipeline {
             let (Some((from, to)), Ok(lf)) = (&t.edges, tables.get(&t.name)) else {
                 continue;
             };
-            graph_tables.insert(&t.name, ids.edges(lf, from, to)?);
+            let edges = ids.edges(lf, from, to).map_err(|e| match e {
+                FeatureError::Data(m) => data(format!("table '{}': {m}", t.name)),
+                other => other,
+            })?;
+            graph_tables.insert(&t.name, edges);
         }
         debug_rss("graph ids");
         let mut narrow = vec![ids.base_column()?];
