@@ -35,7 +35,9 @@ use polars::prelude::*;
 
 use chrono::NaiveDate;
 
-use super::pipeline::{in_order, mark_if_sorted, shared_counts, Pipeline, Tables};
+use super::pipeline::{
+    in_order, mark_if_sorted, shared_counts, shared_values_only, Pipeline, Tables,
+};
 use super::spec::{Definition, Feature, Mode};
 use super::FeatureError;
 
@@ -169,14 +171,14 @@ impl Pipeline {
         // by reading and decoding the table a second time.
         let shared_feats: Vec<&Feature> =
             spec.features.iter().filter(|f| is_shared(&f.def)).collect();
-        let mut shared_pairs: Vec<Vec<LazyFrame>> = vec![Vec::new(); shared_feats.len()];
+        let mut shared_pairs: Vec<Vec<DataFrame>> = vec![Vec::new(); shared_feats.len()];
         for (i, range) in ranges.iter().enumerate() {
             let chunk_len = range.2;
             let narrowed = narrowed(range)?;
             debug_rss(&format!("own-rows chunk {i} read"));
             for (f, pairs) in shared_feats.iter().zip(shared_pairs.iter_mut()) {
                 let p = self.shared_pairs(&narrowed, f, as_of)?;
-                pairs.push(p.collect().map_err(data)?.lazy());
+                pairs.push(p.collect().map_err(data)?);
             }
             let part = stage1.compute(&narrowed, as_of)?;
             if part.height() != chunk_len {
@@ -223,7 +225,8 @@ impl Pipeline {
 
         // Step 2: users sharing a value (a device). Every user's distinct (user, value) pairs,
         // gathered a key range at a time in step 1 — only the pairs stay in memory, not the
-        // event rows — then each range's users are counted against all the pairs.
+        // event rows — then each range's pairs are counted against the pairs of values that
+        // more than one user holds (the only ones that can count).
         let shared_values = if shared_feats.is_empty() {
             None
         } else {
@@ -232,15 +235,18 @@ impl Pipeline {
                 .select([col(key)])
                 .with_row_index("__order", None);
             for (f, pairs) in shared_feats.into_iter().zip(shared_pairs) {
-                let all = concat(pairs, UnionArgs::default())
-                    .map_err(data)?
+                let all = concat(
+                    pairs.iter().map(|p| p.clone().lazy()).collect::<Vec<_>>(),
+                    UnionArgs::default(),
+                )
+                .map_err(data)?;
+                let others = shared_values_only(key, f, all)?
                     .collect()
                     .map_err(data)?
                     .lazy();
                 let mut counts = Vec::with_capacity(n_chunks);
-                for range in &ranges {
-                    let mine = all.clone().filter(in_range(key, range));
-                    let c = shared_counts(key, f, mine, all.clone())?;
+                for mine in pairs {
+                    let c = shared_counts(key, f, mine.lazy(), others.clone())?;
                     counts.push(c.collect().map_err(data)?.lazy());
                 }
                 let counts = concat(counts, UnionArgs::default()).map_err(data)?;

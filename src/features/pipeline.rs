@@ -370,8 +370,9 @@ impl Pipeline {
         // Stage 1c: users sharing a value (a device) with the user.
         for f in &self.spec.features {
             if matches!(f.def, Definition::Shared { .. }) {
-                let pairs = self.shared_pairs(tables, f, as_of)?;
-                let counts = shared_counts(key, f, pairs.clone(), pairs)?;
+                let pairs = self.shared_pairs(tables, f, as_of)?.cache();
+                let others = shared_values_only(key, f, pairs.clone())?;
+                let counts = shared_counts(key, f, pairs, others)?;
                 stage1 = left_join(stage1, counts, key);
             }
         }
@@ -842,10 +843,32 @@ impl Pipeline {
     }
 }
 
+/// The pairs of `all` (every user's (user, value) pairs) whose value appears in more than one
+/// pair: the only ones that can count towards [`shared_counts`]. Most values (devices) belong to
+/// one user, so joining against these instead of every pair cuts the join's work by as much; a
+/// value held by one user only ever paired with that user, whom the count leaves out anyway.
+pub(super) fn shared_values_only(
+    key: &str,
+    f: &Feature,
+    all: LazyFrame,
+) -> Result<LazyFrame, FeatureError> {
+    let Definition::Shared { column, .. } = &f.def else {
+        return Err(data_err(&f.meta.name, "not a shared-value feature"));
+    };
+    let column = column.as_str();
+    let shared = all
+        .clone()
+        .group_by([col(column)])
+        .agg([col(key).len().alias("__pairs")])
+        .filter(col("__pairs").gt(lit(1u32)))
+        .select([col(column)]);
+    Ok(inner_join(all, shared, column, column))
+}
+
 /// A users-sharing-a-value feature for the users of `mine` (their pairs from
-/// [`Pipeline::shared_pairs`]): how many other users of `all` (every user's pairs) used one of
-/// their values. Users with pairs but nobody sharing get 0; users without pairs are absent, so
-/// they stay missing.
+/// [`Pipeline::shared_pairs`]): how many other users of `all` (every user's pairs, or only those
+/// of [`shared_values_only`]) used one of their values. Users with pairs but nobody sharing get
+/// 0; users without pairs are absent, so they stay missing.
 pub(super) fn shared_counts(
     key: &str,
     f: &Feature,
