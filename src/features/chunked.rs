@@ -17,7 +17,7 @@
 //! 2. *Shared*: the users-sharing-a-value features read other users' rows too. Their distinct
 //!    (user, value) pairs — who used which device — are taken from each own-rows chunk's rows
 //!    while they are in memory (only the pairs are kept), then each range's pairs are counted
-//!    against the pairs of values that more than one user holds ([`shared_values_only`]).
+//!    against the pairs of values that more than one user holds (`shared_values_only`).
 //! 3. *Graph*: neighbour, two-hop and ratio features run once per graph chunk of users (slices
 //!    of the base table in its order; [`GRAPH_CHUNK_FACTOR`] own-rows chunks' worth of users). The stage-1 values they read (own-rows and shared features)
 //!    become attributes of a narrow base table (same name and type, so the same values); the
