@@ -108,12 +108,15 @@ for i in $(seq 1 "$runs"); do
 done
 
 echo
-printf '%-8s %9s %9s %9s %10s %s\n' run "wall s" "user s" "sys s" "peak GB" "pandas / run"
+# cores = (user + sys) / wall: a run the host gave less than its usual share of the two vCPUs
+# shows here (docs/batch.md, stop 30: such runs ran at 0.9-1.35 cores, the others at 1.5-1.8).
+printf '%-8s %9s %9s %9s %6s %10s %s\n' run "wall s" "user s" "sys s" cores "peak GB" "pandas / run"
 while read -r name w u s m; do
   ratio=""
   if [ -n "$pandas_wall" ] && [ "$name" != pandas ]; then
     ratio=$(awk -v a="$pandas_net" -v b="$pandas_wall" -v w="$w" 'BEGIN { printf "%.1fx (%.1fx whole)", a / w, b / w }')
   fi
-  printf '%-8s %9s %9s %9s %10.2f %s\n' "$name" "$w" "$u" "$s" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
+  cores=$(awk -v w="$w" -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", (w > 0 ? (u + s) / w : 0) }')
+  printf '%-8s %9s %9s %9s %6s %10.2f %s\n' "$name" "$w" "$u" "$s" "$cores" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
 done < "$table"
 if [ -n "$pandas_net" ]; then echo "(pandas without import + fit: $pandas_net s)"; fi
