@@ -69,6 +69,16 @@ times_of() {
     END { printf "%.1f %.1f %.1f %d\n", w, u, s, m }' "$1"
 }
 
+# The machine's CPU counters from /proc/stat: "steal total" in ticks, all CPUs together (Linux).
+cpu_ticks() {
+  awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat 2>/dev/null || echo "0 0"
+}
+# Percent of the machine's CPU time the hypervisor gave elsewhere (steal) between two readings.
+steal_pct() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2];
+    printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
+}
+
 # Reads the inputs (and the program about to run) once, so the timed run starts from the page
 # cache whatever the run before it evicted.
 warm_cache() {
@@ -86,12 +96,13 @@ pandas_wall="" pandas_net=""
 if [ "$pandas" = 1 ]; then
   echo "== pandas + optbinning (scripts/batch_pandas_baseline.py)"
   warm_cache scripts/batch_pandas_baseline.py
+  before=$(cpu_ticks)
   /usr/bin/time -v python3 scripts/batch_pandas_baseline.py --data "$data" --out "$out/pandas.parquet" \
     > "$out/pandas.out" 2> "$out/pandas.time" || { tail -20 "$out/pandas.time" >&2; exit 1; }
   read -r w u s m <<< "$(times_of "$out/pandas.time")"
   pandas_wall=$w
   pandas_net=$(grep -oE 'without import\+fit [0-9.]+' "$out/pandas.out" | grep -oE '[0-9.]+$' || echo "$w")
-  echo "pandas $w $u $s $m" >> "$table"
+  echo "pandas $w $u $s $m $(steal_pct "$before" "$(cpu_ticks)")" >> "$table"
   tail -1 "$out/pandas.out"
   echo "== resting $rest s"
   sleep "$rest"
@@ -100,23 +111,25 @@ fi
 for i in $(seq 1 "$runs"); do
   echo "== sesame batch, run $i"
   warm_cache "$bin" models/default/*
+  before=$(cpu_ticks)
   /usr/bin/time -v "$bin" batch --model models/default --data "$data" --out "$out/sesame.parquet" \
     --scenario cash_loan > "$out/sesame.out" 2> "$out/sesame.time" || { tail -20 "$out/sesame.time" >&2; exit 1; }
   read -r w u s m <<< "$(times_of "$out/sesame.time")"
-  echo "sesame$i $w $u $s $m" >> "$table"
+  echo "sesame$i $w $u $s $m $(steal_pct "$before" "$(cpu_ticks)")" >> "$table"
   head -1 "$out/sesame.out"
 done
 
 echo
-# cores = (user + sys) / wall: a run the host gave less than its usual share of the two vCPUs
-# shows here (docs/batch.md, stop 30: such runs ran at 0.9-1.35 cores, the others at 1.5-1.8).
-printf '%-8s %9s %9s %9s %6s %10s %s\n' run "wall s" "user s" "sys s" cores "peak GB" "pandas / run"
-while read -r name w u s m; do
+# cores = (user + sys) / wall, and steal = the share of the machine's CPU time the hypervisor
+# gave elsewhere during the run: a run the host starved shows here, not only in its ratio
+# (docs/batch.md, stop 30: such runs ran at 0.9-1.35 cores, the others at 1.5-1.8).
+printf '%-8s %9s %9s %9s %6s %7s %10s %s\n' run "wall s" "user s" "sys s" cores "steal %" "peak GB" "pandas / run"
+while read -r name w u s m st; do
   ratio=""
   if [ -n "$pandas_wall" ] && [ "$name" != pandas ]; then
     ratio=$(awk -v a="$pandas_net" -v b="$pandas_wall" -v w="$w" 'BEGIN { printf "%.1fx (%.1fx whole)", a / w, b / w }')
   fi
   cores=$(awk -v w="$w" -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", (w > 0 ? (u + s) / w : 0) }')
-  printf '%-8s %9s %9s %9s %6s %10.2f %s\n' "$name" "$w" "$u" "$s" "$cores" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
+  printf '%-8s %9s %9s %9s %6s %7s %10.2f %s\n' "$name" "$w" "$u" "$s" "$cores" "$st" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
 done < "$table"
 if [ -n "$pandas_net" ]; then echo "(pandas without import + fit: $pandas_net s)"; fi
