@@ -73,10 +73,11 @@ times_of() {
 cpu_ticks() {
   awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat 2>/dev/null || echo "0 0"
 }
-# Percent of the machine's CPU time the hypervisor gave elsewhere (steal) between two readings.
+# Percent of the machine's CPU time the hypervisor gave elsewhere (steal) between two readings;
+# "-" when the counters could not be read (no /proc/stat), rather than a steal of 0 that was not seen.
 steal_pct() {
   awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2];
-    printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
+    if (d > 0) printf "%.0f", 100 * (y[1] - x[1]) / d; else printf "-" }'
 }
 
 # Reads the inputs (and the program about to run) once, so the timed run starts from the page
