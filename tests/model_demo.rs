@@ -77,7 +77,8 @@ fn committed_champion_is_reproducible_and_near_the_oracle() {
     let train = ds.filter_rows(is_train);
     let test = ds.filter_rows(|i| !is_train(i));
 
-    // The documented command (without the challenger, whose trees are not bit-reproducible),
+    // The documented command (without the challenger, whose 60 trees take about a minute here;
+    // `tests/model_shared.rs` checks that a retrained challenger is the same forest),
     // with the pipeline's binning hints as `sesame train --pipeline` applies them.
     let cfg = TrainConfig {
         created: Some(committed.created.clone()),

@@ -1,17 +1,12 @@
-//! Challenger: a random forest of linfa-trees decision trees on the scorecard's features.
+//! Challenger: a random forest of CART trees on the scorecard's features.
 //!
 //! Encoding: numeric features enter raw (missing → −1e300, so a tree can split it off);
-//! categorical features enter as the WoE of their scorecard bin. Each tree is fitted by linfa on
-//! a seeded bootstrap sample and a random subset of the features, then exported into a plain
-//! node table (left branch when x < threshold, as in linfa); a leaf's value is the smoothed bad
-//! rate of the in-bag rows that reach it. PD = mean leaf value over the trees. Deterministic for a
-//! given seed up to linfa-trees' own tie-breaking between equally good splits, which goes through a
-//! HashMap and can differ between runs (the scorecard itself is bit-reproducible). Saved as
-//! `challenger.json`.
+//! categorical features enter as the WoE of their scorecard bin. Each tree is grown on a seeded
+//! bootstrap sample and a random subset of the features ([`grow_tree`]) into a plain node table
+//! (left branch when x < threshold); a leaf's value is the smoothed bad rate of the in-bag rows
+//! that reach it. PD = mean leaf value over the trees. Bit-reproducible for a given seed, like
+//! the scorecard. Saved as `challenger.json`.
 
-use linfa::prelude::*;
-use linfa_trees::{DecisionTree, SplitQuality, TreeNode};
-use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -101,33 +96,172 @@ pub struct Forest {
     pub trees: Vec<Tree>,
 }
 
-fn export(node: &TreeNode<f64, usize>, map: &[usize], nodes: &mut Vec<Node>) -> usize {
-    let me = nodes.len();
-    nodes.push(Node {
-        feature: 0,
-        threshold: 0.0,
-        left: 0,
-        right: 0,
-        leaf: true,
-        value: 0.0,
-    });
-    let ch = node.children();
-    if let (false, Some(Some(l)), Some(Some(r))) =
-        (node.is_leaf(), ch.first().copied(), ch.get(1).copied())
-    {
-        let (f, thr, _) = node.split();
-        let li = export(l, map, nodes);
-        let ri = export(r, map, nodes);
+/// How far a tree grows (the parameters of linfa-trees' `DecisionTreeParams` of the same names).
+struct TreeLimits {
+    max_depth: usize,
+    /// Rows each side of a split must keep.
+    min_weight_leaf: f32,
+    /// Rows a node needs to be split at all.
+    min_weight_split: f32,
+}
+
+/// A split must lower the Gini impurity by at least this much (linfa-trees' default).
+const MIN_IMPURITY_DECREASE: f64 = 1e-5;
+/// Neighbouring values closer than this stay on one side of a split (as in linfa-trees).
+const SAME_VALUE: f64 = 1e-5;
+
+/// Gini impurity of a node holding `good` and `bad` rows (f32, as linfa-trees computes it).
+fn gini(good: f32, bad: f32) -> f32 {
+    let n = good + bad;
+    let (g, b) = (good / n, bad / n);
+    1.0 - (g * g + b * b)
+}
+
+/// One CART tree on a binary target, as a node table in preorder (a node, its left subtree, its
+/// right subtree). `sample` holds one row per bootstrap draw, its columns the features `feats`
+/// (indices into the forest's features, which the nodes record); `bad` is each row's target.
+///
+/// Grown the way linfa-trees 0.8 grows a Gini tree (presorted columns, every cut between two
+/// distinct values tried, the first best cut kept, the row at exactly the cut goes left), with
+/// two differences, and they are why this is written here rather than taken from linfa-trees:
+/// linfa-trees prunes every finished tree by merging sibling leaves that predict the same
+/// majority class, which throws away what a probability forest is for (a leaf at 10 % bad and
+/// one at 45 % bad both predict "good"); and it breaks a tie in that majority through a
+/// `HashMap`'s random order, so one seed grew different forests from run to run. Its trees have
+/// no option to keep the unpruned tree.
+fn grow_tree(sample: &[Vec<f64>], bad: &[bool], feats: &[usize], limits: &TreeLimits) -> Vec<Node> {
+    let n = sample.len();
+    // Each column's (row, value) pairs by value; a stable sort, so equal values keep row order.
+    let sorted: Vec<Vec<(usize, f64)>> = (0..feats.len())
+        .map(|j| {
+            let mut column: Vec<(usize, f64)> =
+                sample.iter().enumerate().map(|(i, r)| (i, r[j])).collect();
+            column.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Greater));
+            column
+        })
+        .collect();
+    let grower = Grower {
+        sample,
+        bad,
+        feats,
+        limits,
+        sorted,
+    };
+    let mut nodes = Vec::new();
+    if n > 0 {
+        grower.grow(&vec![true; n], n, 0, &mut nodes);
+    }
+    nodes
+}
+
+struct Grower<'a> {
+    sample: &'a [Vec<f64>],
+    bad: &'a [bool],
+    feats: &'a [usize],
+    limits: &'a TreeLimits,
+    sorted: Vec<Vec<(usize, f64)>>,
+}
+
+impl Grower<'_> {
+    /// Appends the subtree of the rows in `mask` (`rows` of them) to `nodes`; returns its index.
+    fn grow(&self, mask: &[bool], rows: usize, depth: usize, nodes: &mut Vec<Node>) -> usize {
+        let me = nodes.len();
+        nodes.push(Node {
+            feature: 0,
+            threshold: 0.0,
+            left: 0,
+            right: 0,
+            leaf: true,
+            value: 0.0,
+        });
+        let (mut good, mut bad) = (0.0f32, 0.0f32);
+        for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
+            if self.bad[i] {
+                bad += 1.0;
+            } else {
+                good += 1.0;
+            }
+        }
+        if (rows as f32) < self.limits.min_weight_split || depth >= self.limits.max_depth {
+            return me;
+        }
+        let Some((column, cut, score)) = self.best_cut(mask, good, bad) else {
+            return me;
+        };
+        if f64::from(gini(good, bad)) - f64::from(score) < MIN_IMPURITY_DECREASE {
+            return me;
+        }
+        let mut left = vec![false; mask.len()];
+        let mut right = vec![false; mask.len()];
+        let (mut n_left, mut n_right) = (0, 0);
+        for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
+            if self.sample[i][column] <= cut {
+                left[i] = true;
+                n_left += 1;
+            } else {
+                right[i] = true;
+                n_right += 1;
+            }
+        }
+        // A cut that leaves one side empty makes this node a leaf (linfa-trees keeps such a node
+        // as a leaf too).
+        if n_left == 0 || n_right == 0 {
+            return me;
+        }
+        let l = self.grow(&left, n_left, depth + 1, nodes);
+        let r = self.grow(&right, n_right, depth + 1, nodes);
         nodes[me] = Node {
-            feature: map.get(f).copied().unwrap_or(0),
-            threshold: thr,
-            left: li,
-            right: ri,
+            feature: self.feats[column],
+            threshold: cut,
+            left: l,
+            right: r,
             leaf: false,
             value: 0.0,
         };
+        me
     }
-    me
+
+    /// The cut with the lowest weighted Gini impurity over every column: (column, value, score).
+    /// Rows move to the left side one at a time in value order; ties keep the first cut found.
+    fn best_cut(&self, mask: &[bool], good: f32, bad: f32) -> Option<(usize, f64, f32)> {
+        let total = good + bad;
+        let mut best: Option<(usize, f64, f32)> = None;
+        for (column, sorted) in self.sorted.iter().enumerate() {
+            let (mut right_good, mut right_bad) = (good, bad);
+            let (mut left_good, mut left_bad) = (0.0f32, 0.0f32);
+            let (mut right_weight, mut left_weight) = (total, 0.0f32);
+            for k in 0..sorted.len().saturating_sub(1) {
+                let (row, value) = sorted[k];
+                if !mask[row] {
+                    continue;
+                }
+                if self.bad[row] {
+                    right_bad -= 1.0;
+                    left_bad += 1.0;
+                } else {
+                    right_good -= 1.0;
+                    left_good += 1.0;
+                }
+                right_weight -= 1.0;
+                left_weight += 1.0;
+                let next = sorted[k + 1].1;
+                if (value - next).abs() < SAME_VALUE {
+                    continue;
+                }
+                if right_weight < self.limits.min_weight_leaf
+                    || left_weight < self.limits.min_weight_leaf
+                {
+                    continue;
+                }
+                let w = right_weight / total;
+                let score = w * gini(right_good, right_bad) + (1.0 - w) * gini(left_good, left_bad);
+                if best.is_none_or(|(_, _, b)| score < b) {
+                    best = Some((column, (value + next) / 2.0, score));
+                }
+            }
+        }
+        best
+    }
 }
 
 impl Forest {
@@ -219,18 +353,18 @@ impl Forest {
                 (rows, feats)
             })
             .collect();
+        let limits = TreeLimits {
+            max_depth: cfg.max_depth,
+            min_weight_leaf: cfg.min_leaf,
+            min_weight_split: 2.0 * cfg.min_leaf,
+        };
         let grow = |(rows, feats): (Vec<usize>, Vec<usize>)| -> Result<Tree, ModelError> {
-            let xm = Array2::from_shape_fn((rows.len(), k), |(i, j)| x[rows[i]][feats[j]]);
-            let y: Array1<usize> = rows.iter().map(|&i| usize::from(target[i] == 1)).collect();
-            let tree = DecisionTree::params()
-                .split_quality(SplitQuality::Gini)
-                .max_depth(Some(cfg.max_depth))
-                .min_weight_leaf(cfg.min_leaf)
-                .min_weight_split(2.0 * cfg.min_leaf)
-                .fit(&linfa::Dataset::new(xm, y))
-                .map_err(|e| ModelError::Fit(format!("decision tree: {e}")))?;
-            let mut nodes = Vec::new();
-            export(tree.root_node(), &feats, &mut nodes);
+            let sample: Vec<Vec<f64>> = rows
+                .iter()
+                .map(|&i| feats.iter().map(|&j| x[i][j]).collect())
+                .collect();
+            let y: Vec<bool> = rows.iter().map(|&i| target[i] == 1).collect();
+            let nodes = grow_tree(&sample, &y, &feats, &limits);
             let mut t = Tree { nodes };
             let mut counts = vec![(0.0f64, 0.0f64); t.nodes.len()];
             for &i in &rows {
@@ -281,5 +415,105 @@ impl Forest {
     pub fn to_json(&self) -> Result<String, ModelError> {
         serde_json::to_string(self)
             .map_err(|e| ModelError::Fit(format!("serialising the challenger: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Dimension, FeatureColumn, FeatureMeta};
+
+    fn limits(min_leaf: f32) -> TreeLimits {
+        TreeLimits {
+            max_depth: 4,
+            min_weight_leaf: min_leaf,
+            min_weight_split: 2.0 * min_leaf,
+        }
+    }
+
+    #[test]
+    fn a_clean_cut_is_found_between_the_two_values_and_its_leaves_stop() {
+        // x = 0..100, bad from 60 on: one cut at 59.5, two pure leaves.
+        let sample: Vec<Vec<f64>> = (0..100).map(|i| vec![f64::from(i)]).collect();
+        let bad: Vec<bool> = (0..100).map(|i| i >= 60).collect();
+        let nodes = grow_tree(&sample, &bad, &[3], &limits(5.0));
+        assert_eq!(nodes.len(), 3, "{nodes:?}");
+        assert!(!nodes[0].leaf);
+        assert_eq!(nodes[0].feature, 3, "the forest's index of the column");
+        assert_eq!(nodes[0].threshold, 59.5);
+        assert!(nodes[nodes[0].left].leaf && nodes[nodes[0].right].leaf);
+        let tree = Tree { nodes };
+        assert_eq!(tree.leaf_of(&[0.0, 0.0, 0.0, 59.0]), 1);
+        assert_eq!(tree.leaf_of(&[0.0, 0.0, 0.0, 60.0]), 2);
+    }
+
+    #[test]
+    fn leaves_with_the_same_majority_but_different_bad_rates_are_kept_apart() {
+        // 10 % bad below 100, 40 % bad from 100 on: "good" is the majority on both sides, so a
+        // tree pruned by majority class (linfa-trees) collapses to one leaf. A PD forest must not.
+        let sample: Vec<Vec<f64>> = (0..200).map(|i| vec![f64::from(i)]).collect();
+        let bad: Vec<bool> = (0..200)
+            .map(|i| if i < 100 { i % 10 == 0 } else { i % 10 < 4 })
+            .collect();
+        let nodes = grow_tree(&sample, &bad, &[0], &limits(20.0));
+        assert!(!nodes[0].leaf, "{nodes:?}");
+        let mut forest_rows = vec![0usize; nodes.len()];
+        let tree = Tree { nodes };
+        for row in &sample {
+            forest_rows[tree.leaf_of(row)] += 1;
+        }
+        assert!(forest_rows.iter().filter(|&&n| n > 0).count() >= 2);
+    }
+
+    #[test]
+    fn too_few_rows_or_no_gain_leave_a_single_leaf() {
+        let sample: Vec<Vec<f64>> = (0..30).map(|i| vec![f64::from(i)]).collect();
+        let bad: Vec<bool> = (0..30).map(|i| i >= 15).collect();
+        // 30 rows < min_weight_split 40
+        assert_eq!(grow_tree(&sample, &bad, &[0], &limits(20.0)).len(), 1);
+        // every row bad: nothing to gain
+        let all_bad = vec![true; 30];
+        assert_eq!(grow_tree(&sample, &all_bad, &[0], &limits(5.0)).len(), 1);
+        // one value only: no cut between distinct values
+        let same: Vec<Vec<f64>> = vec![vec![1.0]; 30];
+        assert_eq!(grow_tree(&same, &bad, &[0], &limits(5.0)).len(), 1);
+        assert!(grow_tree(&[], &[], &[0], &limits(5.0)).is_empty());
+    }
+
+    #[test]
+    fn the_same_seed_grows_the_same_forest() {
+        // Many tied class counts (the case linfa-trees broke through a HashMap's order).
+        let n = 400;
+        let cols = ["a", "b", "c"];
+        let columns = cols
+            .iter()
+            .enumerate()
+            .map(|(j, name)| FeatureColumn {
+                meta: FeatureMeta {
+                    name: name.to_string(),
+                    dimension: Dimension::Behavior,
+                    description: String::new(),
+                },
+                values: ColumnValues::Numeric(
+                    (0..n).map(|i| Some(((i * (j + 3)) % 17) as f64)).collect(),
+                ),
+            })
+            .collect();
+        let ds = Dataset {
+            ids: (0..n).map(|i| i.to_string()).collect(),
+            columns,
+            target: Some((0..n).map(|i| u8::from(i % 2 == 0)).collect()),
+        };
+        let names: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
+        let binnings: Vec<FeatureBinning> = Vec::new();
+        let cfg = ChallengerConfig {
+            n_trees: 8,
+            min_leaf: 5.0,
+            ..Default::default()
+        };
+        let a = Forest::fit(&ds, &names, &binnings, &cfg).unwrap();
+        let b = Forest::fit(&ds, &names, &binnings, &cfg).unwrap();
+        assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+        assert!(a.trees.iter().any(|t| t.nodes.len() > 1));
     }
 }

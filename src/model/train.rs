@@ -782,7 +782,7 @@ pub fn train_dataset(
                 _ => None,
             };
             sc.challenger = Some(ChallengerSummary {
-                kind: "random_forest(linfa-trees)".into(),
+                kind: "random_forest(cart)".into(),
                 n_trees: ccfg.n_trees,
                 max_depth: ccfg.max_depth,
                 train: summarize(&tr, target),
