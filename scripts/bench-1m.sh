@@ -61,23 +61,27 @@ if [ ! -d "$data" ]; then
   "$bin" datasets generate --users "$users" --out "$data" --quiet
 fi
 
-# "wall_s user_s sys_s peak_kb" from a /usr/bin/time -v log.
+# "wall_s user_s sys_s peak_kb disk_mb" from a /usr/bin/time -v log (disk_mb: what the process
+# read from the disk, not from the page cache; "File system inputs" counts 512-byte blocks).
 times_of() {
   awk -F': ' '
     /Elapsed \(wall clock\)/ { n = split($2, p, ":"); w = 0; for (i = 1; i <= n; i++) w = w * 60 + p[i] }
     /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident/ { m = $2 }
-    END { printf "%.1f %.1f %.1f %d\n", w, u, s, m }' "$1"
+    /File system inputs/ { r = $2 }
+    END { printf "%.1f %.1f %.1f %d %.0f\n", w, u, s, m, r * 512 / 1e6 }' "$1"
 }
 
-# The machine's CPU counters from /proc/stat: "steal total" in ticks, all CPUs together (Linux).
+# The machine's CPU counters from /proc/stat: "steal iowait total" in ticks, all CPUs together
+# (Linux).
 cpu_ticks() {
-  awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat 2>/dev/null || echo "0 0"
+  awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, $6, t; exit }' /proc/stat 2>/dev/null || echo "0 0 0"
 }
-# Percent of the machine's CPU time the hypervisor gave elsewhere (steal) between two readings;
-# "-" when the counters could not be read (no /proc/stat), rather than a steal of 0 that was not seen.
-steal_pct() {
-  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2];
-    if (d > 0) printf "%.0f", 100 * (y[1] - x[1]) / d; else printf "-" }'
+# Between two readings: the percent of the machine's CPU time the hypervisor gave elsewhere
+# (steal), then the percent spent idle with a disk read or write outstanding (iowait); "-" when
+# the counters could not be read (no /proc/stat), rather than a 0 that was not seen.
+cpu_pcts() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[3] - x[3];
+    if (d > 0) printf "%.0f %.0f", 100 * (y[1] - x[1]) / d, 100 * (y[2] - x[2]) / d; else printf "- -" }'
 }
 
 # Reads the inputs (and the program about to run) once, so the timed run starts from the page
@@ -100,10 +104,10 @@ if [ "$pandas" = 1 ]; then
   before=$(cpu_ticks)
   /usr/bin/time -v python3 scripts/batch_pandas_baseline.py --data "$data" --out "$out/pandas.parquet" \
     > "$out/pandas.out" 2> "$out/pandas.time" || { tail -20 "$out/pandas.time" >&2; exit 1; }
-  read -r w u s m <<< "$(times_of "$out/pandas.time")"
+  read -r w u s m r <<< "$(times_of "$out/pandas.time")"
   pandas_wall=$w
   pandas_net=$(grep -oE 'without import\+fit [0-9.]+' "$out/pandas.out" | grep -oE '[0-9.]+$' || echo "$w")
-  echo "pandas $w $u $s $m $(steal_pct "$before" "$(cpu_ticks)")" >> "$table"
+  echo "pandas $w $u $s $m $r $(cpu_pcts "$before" "$(cpu_ticks)")" >> "$table"
   tail -1 "$out/pandas.out"
   echo "== resting $rest s"
   sleep "$rest"
@@ -115,22 +119,23 @@ for i in $(seq 1 "$runs"); do
   before=$(cpu_ticks)
   /usr/bin/time -v "$bin" batch --model models/default --data "$data" --out "$out/sesame.parquet" \
     --scenario cash_loan > "$out/sesame.out" 2> "$out/sesame.time" || { tail -20 "$out/sesame.time" >&2; exit 1; }
-  read -r w u s m <<< "$(times_of "$out/sesame.time")"
-  echo "sesame$i $w $u $s $m $(steal_pct "$before" "$(cpu_ticks)")" >> "$table"
+  read -r w u s m r <<< "$(times_of "$out/sesame.time")"
+  echo "sesame$i $w $u $s $m $r $(cpu_pcts "$before" "$(cpu_ticks)")" >> "$table"
   head -1 "$out/sesame.out"
 done
 
 echo
 # cores = (user + sys) / wall, and steal = the share of the machine's CPU time the hypervisor
 # gave elsewhere during the run: a run the host starved shows here, not only in its ratio
-# (docs/batch.md, stop 30: such runs ran at 0.9-1.35 cores, the others at 1.5-1.8).
-printf '%-8s %9s %9s %9s %6s %7s %10s %s\n' run "wall s" "user s" "sys s" cores "steal %" "peak GB" "pandas / run"
-while read -r name w u s m st; do
+# (docs/batch.md, stop 30: such runs ran at 0.9-1.35 cores, the others at 1.5-1.8). A run that
+# waited on the disk shows in iowait % and disk MB (docs/batch.md, stop 31).
+printf '%-8s %9s %9s %9s %6s %7s %8s %7s %10s %s\n' run "wall s" "user s" "sys s" cores "steal %" "iowait %" "disk MB" "peak GB" "pandas / run"
+while read -r name w u s m r st io; do
   ratio=""
   if [ -n "$pandas_wall" ] && [ "$name" != pandas ]; then
     ratio=$(awk -v a="$pandas_net" -v b="$pandas_wall" -v w="$w" 'BEGIN { printf "%.1fx (%.1fx whole)", a / w, b / w }')
   fi
   cores=$(awk -v w="$w" -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", (w > 0 ? (u + s) / w : 0) }')
-  printf '%-8s %9s %9s %9s %6s %7s %10.2f %s\n' "$name" "$w" "$u" "$s" "$cores" "$st" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
+  printf '%-8s %9s %9s %9s %6s %7s %8s %7s %10.2f %s\n' "$name" "$w" "$u" "$s" "$cores" "$st" "$io" "$r" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
 done < "$table"
 if [ -n "$pandas_net" ]; then echo "(pandas without import + fit: $pandas_net s)"; fi
