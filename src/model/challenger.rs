@@ -3,7 +3,7 @@
 //! Encoding: numeric features enter raw (missing → −1e300, so a tree can split it off);
 //! categorical features enter as the WoE of their scorecard bin. Each tree is grown on a seeded
 //! bootstrap sample and a random subset of the features ([`grow_tree`]) into a plain node table
-//! (left branch when x < threshold); a leaf's value is the smoothed bad rate of the in-bag rows
+//! (left branch when x <= threshold); a leaf's value is the smoothed bad rate of the in-bag rows
 //! that reach it. PD = mean leaf value over the trees. Bit-reproducible for a given seed, like
 //! the scorecard. Saved as `challenger.json`.
 
@@ -77,7 +77,8 @@ impl Tree {
                 return k;
             }
             let v = x.get(n.feature).copied().unwrap_or(MISSING);
-            k = if v < n.threshold { n.left } else { n.right };
+            // As the tree was grown: a value at the cut goes left.
+            k = if v <= n.threshold { n.left } else { n.right };
         }
         0
     }
@@ -444,6 +445,11 @@ mod tests {
         assert!(nodes[nodes[0].left].leaf && nodes[nodes[0].right].leaf);
         let tree = Tree { nodes };
         assert_eq!(tree.leaf_of(&[0.0, 0.0, 0.0, 59.0]), 1);
+        assert_eq!(
+            tree.leaf_of(&[0.0, 0.0, 0.0, 59.5]),
+            1,
+            "at the cut: left, as grown"
+        );
         assert_eq!(tree.leaf_of(&[0.0, 0.0, 0.0, 60.0]), 2);
     }
 
