@@ -150,7 +150,7 @@ fn grow_tree(sample: &[Vec<f64>], bad: &[bool], feats: &[usize], limits: &TreeLi
     };
     let mut nodes = Vec::new();
     if n > 0 {
-        grower.grow(&vec![true; n], n, 0, &mut nodes);
+        grower.grow(&vec![true; n], 0, &mut nodes);
     }
     nodes
 }
@@ -164,8 +164,8 @@ struct Grower<'a> {
 }
 
 impl Grower<'_> {
-    /// Appends the subtree of the rows in `mask` (`rows` of them) to `nodes`; returns its index.
-    fn grow(&self, mask: &[bool], rows: usize, depth: usize, nodes: &mut Vec<Node>) -> usize {
+    /// Appends the subtree of the rows in `mask` to `nodes`; returns its index.
+    fn grow(&self, mask: &[bool], depth: usize, nodes: &mut Vec<Node>) -> usize {
         let me = nodes.len();
         nodes.push(Node {
             feature: 0,
@@ -183,7 +183,7 @@ impl Grower<'_> {
                 good += 1.0;
             }
         }
-        if (rows as f32) < self.limits.min_weight_split || depth >= self.limits.max_depth {
+        if good + bad < self.limits.min_weight_split || depth >= self.limits.max_depth {
             return me;
         }
         let Some((column, cut, score)) = self.best_cut(mask, good, bad) else {
@@ -194,23 +194,23 @@ impl Grower<'_> {
         }
         let mut left = vec![false; mask.len()];
         let mut right = vec![false; mask.len()];
-        let (mut n_left, mut n_right) = (0, 0);
+        let (mut any_left, mut any_right) = (false, false);
         for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
             if self.sample[i][column] <= cut {
                 left[i] = true;
-                n_left += 1;
+                any_left = true;
             } else {
                 right[i] = true;
-                n_right += 1;
+                any_right = true;
             }
         }
         // A cut that leaves one side empty makes this node a leaf (linfa-trees keeps such a node
         // as a leaf too).
-        if n_left == 0 || n_right == 0 {
+        if !any_left || !any_right {
             return me;
         }
-        let l = self.grow(&left, n_left, depth + 1, nodes);
-        let r = self.grow(&right, n_right, depth + 1, nodes);
+        let l = self.grow(&left, depth + 1, nodes);
+        let r = self.grow(&right, depth + 1, nodes);
         nodes[me] = Node {
             feature: self.feats[column],
             threshold: cut,
