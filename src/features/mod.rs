@@ -5,6 +5,7 @@ pub mod chunked;
 pub mod cli;
 pub mod frame;
 pub mod pipeline;
+mod sorted_agg;
 pub mod spec;
 
 use polars::prelude::*;

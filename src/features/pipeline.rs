@@ -9,6 +9,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
+use super::sorted_agg::{aggregate_grouped, Aggregation, Kernel};
 use super::spec::{
     Agg, AttrTransform, Condition, Definition, Derive, Feature, FeatureType, Literal, Mode,
     NeighborAgg, Op, PipelineSpec, Table,
@@ -348,15 +349,54 @@ impl Pipeline {
             };
             let schema = schema_of(&rows, &t.name)?;
             let mut row_columns = RowColumns::default();
-            let mut aggs = Vec::new();
+            let mut inputs = Vec::new();
             for f in feats {
-                aggs.push(aggregate_expr(f, t, &schema, &mut row_columns)?);
+                let (row, kernel) = aggregate_input(f, t, &schema, &mut row_columns)?;
+                inputs.push((row, kernel, f));
             }
             let known = schema.get(KNOWN).is_some();
-            if known {
-                aggs.push(col(KNOWN).any(false).alias(KNOWN));
-            }
-            let mut grouped = row_columns.add_to(rows).group_by([col(key)]).agg(aggs);
+            let rows = row_columns.add_to(rows);
+            // `event_rows` leaves a table's rows sorted by its key; edge tables are seen from
+            // both ends unsorted, and go through polars' group-by (the same aggregations).
+            let grouped_rows =
+                t.edges.is_none() && matches!(schema.get(key), Some(DataType::String));
+            let mut grouped = if grouped_rows {
+                let mut aggregations: Vec<Aggregation> = inputs
+                    .iter()
+                    .map(|(row, kernel, f)| Aggregation {
+                        input: row.as_str().into(),
+                        kernel: *kernel,
+                        output: f.meta.name.as_str().into(),
+                    })
+                    .collect();
+                if known {
+                    aggregations.push(Aggregation {
+                        input: KNOWN.into(),
+                        kernel: Kernel::Any,
+                        output: KNOWN.into(),
+                    });
+                }
+                let mut finish = vec![col(key)];
+                for (_, _, f) in &inputs {
+                    finish.push(cast_to(col(f.meta.name.as_str()), f.ftype));
+                }
+                if known {
+                    finish.push(col(KNOWN));
+                }
+                aggregate_grouped_plan(rows, key, aggregations).select(finish)
+            } else {
+                let mut aggs: Vec<Expr> = inputs
+                    .iter()
+                    .map(|(row, kernel, f)| {
+                        cast_to(polars_aggregation(col(row.as_str()), *kernel), f.ftype)
+                            .alias(f.meta.name.as_str())
+                    })
+                    .collect();
+                if known {
+                    aggs.push(polars_aggregation(col(KNOWN), Kernel::Any).alias(KNOWN));
+                }
+                rows.group_by([col(key)]).agg(aggs)
+            };
             if known {
                 // A user whose rows all lie at or after as-of had none at as-of: missing, like a
                 // user with no rows at all (the left join below gives null).
@@ -999,13 +1039,17 @@ impl RowColumns {
     /// A column holding `e`'s value on each row: the one already made for an equal expression,
     /// or a new one.
     fn column(&mut self, layer: usize, e: Expr) -> Expr {
+        col(self.column_name(layer, e).as_str())
+    }
+
+    fn column_name(&mut self, layer: usize, e: Expr) -> String {
         let layer_exprs = &mut self.layers[layer];
         if let Some((_, name)) = layer_exprs.iter().find(|(x, _)| *x == e) {
-            return col(name.as_str());
+            return name.clone();
         }
         let name = format!("__row{layer}_{}", layer_exprs.len());
         layer_exprs.push((e, name.clone()));
-        col(name.as_str())
+        name
     }
 
     fn add_to(self, mut rows: LazyFrame) -> LazyFrame {
@@ -1023,18 +1067,19 @@ impl RowColumns {
     }
 }
 
-/// An aggregate feature as the group aggregation of a row-level column (in `rows`) holding the
-/// value where the row matches the filter and window and null elsewhere. Why not
+/// An aggregate feature as a row-level column (in `rows`, by name) holding the value where the
+/// row matches the filter and window and null elsewhere (for a count: the mask itself), and the
+/// aggregation of that column per user. Why not
 /// `value.filter(mask).sum()` inside the group-by: polars evaluates a filter in a group context
 /// group by group (an index list per group), which made the population run 2-3x slower; a
 /// masked column is computed once over the table and the plain aggregations skip its nulls, with
 /// the same results (0 for counts and sums of no matching row, null for mean/max/min/std).
-fn aggregate_expr(
+fn aggregate_input(
     f: &Feature,
     t: &Table,
     schema: &Schema,
     rows: &mut RowColumns,
-) -> Result<Expr, FeatureError> {
+) -> Result<(String, Kernel), FeatureError> {
     let Definition::Aggregate {
         column,
         agg,
@@ -1067,7 +1112,8 @@ fn aggregate_expr(
         .into_iter()
         .reduce(|a, b| a.and(b))
         .ok_or_else(|| data_err(name, "no mask"))?;
-    let mask = rows.column(RowColumns::MASK, mask);
+    let mask_name = rows.column_name(RowColumns::MASK, mask);
+    let mask = col(mask_name.as_str());
     let value = || -> Result<Expr, FeatureError> {
         let c = column
             .as_deref()
@@ -1087,9 +1133,9 @@ fn aggregate_expr(
     };
     let row = match agg {
         // The boolean mask itself: its group sum is the count (a bit per row, not 4-8 bytes).
-        Agg::Count => mask.clone(),
+        Agg::Count => mask_name.clone(),
         Agg::Sum | Agg::Mean | Agg::Max | Agg::Min | Agg::Std => {
-            rows.column(RowColumns::VALUE, f64_value()?)
+            rows.column_name(RowColumns::VALUE, f64_value()?)
         }
         Agg::NUnique => {
             let v = value()?;
@@ -1097,21 +1143,63 @@ fn aggregate_expr(
                 .get(column.as_deref().unwrap_or_default())
                 .cloned()
                 .unwrap_or(DataType::Null);
-            rows.column(RowColumns::VALUE, masked(v, dtype))
+            rows.column_name(RowColumns::VALUE, masked(v, dtype))
         }
         Agg::DaysSinceLast | Agg::DaysSinceFirst => {
-            rows.column(RowColumns::VALUE, masked(col(AGE), DataType::Float64))
+            rows.column_name(RowColumns::VALUE, masked(col(AGE), DataType::Float64))
         }
     };
-    let e = match agg {
-        Agg::Count | Agg::Sum => row.sum(),
-        Agg::Mean => row.mean(),
-        Agg::Max | Agg::DaysSinceFirst => row.max(),
-        Agg::Min | Agg::DaysSinceLast => row.min(),
-        Agg::Std => row.std(1),
-        Agg::NUnique => row.drop_nulls().n_unique(),
+    let kernel = match agg {
+        Agg::Count => Kernel::Count,
+        Agg::Sum => Kernel::Sum,
+        Agg::Mean => Kernel::Mean,
+        Agg::Max | Agg::DaysSinceFirst => Kernel::Max,
+        Agg::Min | Agg::DaysSinceLast => Kernel::Min,
+        Agg::Std => Kernel::Std,
+        Agg::NUnique => Kernel::NUnique,
     };
-    Ok(cast_to(e, f.ftype).alias(name))
+    Ok((row, kernel))
+}
+
+/// `kernel` as a polars group aggregation: what [`aggregate_grouped`] computes on rows grouped
+/// by the key, for tables whose rows are not (edge tables). `sorted_agg`'s tests hold the two
+/// equal bit for bit.
+pub(super) fn polars_aggregation(row: Expr, kernel: Kernel) -> Expr {
+    match kernel {
+        Kernel::Count | Kernel::Sum => row.sum(),
+        Kernel::Mean => row.mean(),
+        Kernel::Max => row.max(),
+        Kernel::Min => row.min(),
+        Kernel::Std => row.std(1),
+        Kernel::NUnique => row.drop_nulls().n_unique(),
+        Kernel::Any => row.any(false),
+    }
+}
+
+/// `rows` (grouped by `key`) aggregated per user by [`aggregate_grouped`], inside the lazy plan
+/// so that polars still runs each table's branch beside the others. Only the key and the
+/// aggregated row columns go in, so the columns nothing reads are never read from the file.
+fn aggregate_grouped_plan(rows: LazyFrame, key: &str, aggregations: Vec<Aggregation>) -> LazyFrame {
+    let mut inputs = vec![PlSmallStr::from(key)];
+    for a in &aggregations {
+        if !inputs.contains(&a.input) {
+            inputs.push(a.input.clone());
+        }
+    }
+    let mut output = Schema::default();
+    output.insert(key.into(), DataType::String);
+    for a in &aggregations {
+        output.insert(a.output.clone(), a.kernel.output_type());
+    }
+    let output = Arc::new(output);
+    let key = key.to_string();
+    rows.select(inputs.into_iter().map(col).collect::<Vec<_>>())
+        .map(
+            move |df| aggregate_grouped(df, &key, &aggregations),
+            OptFlags::empty(),
+            Some(Arc::new(move |_: &Schema| Ok(output.clone()))),
+            Some("per-user aggregates"),
+        )
 }
 
 /// AND of the conditions; rows where a condition is null do not match. Starts from a column so
@@ -1334,8 +1422,8 @@ mod tests {
         ]);
         let mut rows = RowColumns::default();
         let mut add = |name: &str| {
-            let _aggregation =
-                aggregate_expr(spec.feature(name).unwrap(), t, &schema, &mut rows).unwrap();
+            let _input =
+                aggregate_input(spec.feature(name).unwrap(), t, &schema, &mut rows).unwrap();
             rows.layers.iter().map(Vec::len).collect::<Vec<_>>()
         };
         // Conditions: every row, kind in [loan_repayment, utility_bill], the 365-day window.
