@@ -351,51 +351,60 @@ impl Pipeline {
             let mut row_columns = RowColumns::default();
             let mut inputs = Vec::new();
             for f in feats {
-                let (row, kernel) = aggregate_input(f, t, &schema, &mut row_columns)?;
-                inputs.push((row, kernel, f));
+                inputs.push((aggregate_input(f, t, &schema, &mut row_columns)?, f));
             }
             let known = schema.get(KNOWN).is_some();
-            let rows = row_columns.add_to(rows);
             // `event_rows` leaves a table's rows sorted by its key; edge tables are seen from
             // both ends unsorted, and go through polars' group-by (the same aggregations).
             let grouped_rows =
                 t.edges.is_none() && matches!(schema.get(key), Some(DataType::String));
             let mut grouped = if grouped_rows {
-                let mut aggregations: Vec<Aggregation> = inputs
-                    .iter()
-                    .map(|(row, kernel, f)| Aggregation {
-                        input: row.as_str().into(),
-                        kernel: *kernel,
+                let mut aggregations = Vec::new();
+                for (input, f) in &inputs {
+                    let (column, mask) = match &input.value {
+                        None => (input.mask.clone(), None),
+                        Some(v) => (
+                            row_columns.column_name(RowColumns::VALUE, v.clone()),
+                            Some(input.mask.as_str().into()),
+                        ),
+                    };
+                    aggregations.push(Aggregation {
+                        input: column.into(),
+                        mask,
+                        kernel: input.kernel,
                         output: f.meta.name.as_str().into(),
-                    })
-                    .collect();
+                    });
+                }
                 if known {
                     aggregations.push(Aggregation {
                         input: KNOWN.into(),
+                        mask: None,
                         kernel: Kernel::Any,
                         output: KNOWN.into(),
                     });
                 }
                 let mut finish = vec![col(key)];
-                for (_, _, f) in &inputs {
+                for (_, f) in &inputs {
                     finish.push(cast_to(col(f.meta.name.as_str()), f.ftype));
                 }
                 if known {
                     finish.push(col(KNOWN));
                 }
+                let rows = row_columns.add_to(rows);
                 aggregate_grouped_plan(rows, key, aggregations).select(finish)
             } else {
-                let mut aggs: Vec<Expr> = inputs
-                    .iter()
-                    .map(|(row, kernel, f)| {
-                        cast_to(polars_aggregation(col(row.as_str()), *kernel), f.ftype)
-                            .alias(f.meta.name.as_str())
-                    })
-                    .collect();
+                let mut aggs = Vec::new();
+                for (input, f) in &inputs {
+                    let row = input.masked_column(&mut row_columns);
+                    aggs.push(
+                        cast_to(polars_aggregation(col(row.as_str()), input.kernel), f.ftype)
+                            .alias(f.meta.name.as_str()),
+                    );
+                }
                 if known {
                     aggs.push(polars_aggregation(col(KNOWN), Kernel::Any).alias(KNOWN));
                 }
-                rows.group_by([col(key)]).agg(aggs)
+                row_columns.add_to(rows).group_by([col(key)]).agg(aggs)
             };
             if known {
                 // A user whose rows all lie at or after as-of had none at as-of: missing, like a
@@ -1067,19 +1076,16 @@ impl RowColumns {
     }
 }
 
-/// An aggregate feature as a row-level column (in `rows`, by name) holding the value where the
-/// row matches the filter and window and null elsewhere (for a count: the mask itself), and the
-/// aggregation of that column per user. Why not
-/// `value.filter(mask).sum()` inside the group-by: polars evaluates a filter in a group context
-/// group by group (an index list per group), which made the population run 2-3x slower; a
-/// masked column is computed once over the table and the plain aggregations skip its nulls, with
-/// the same results (0 for counts and sums of no matching row, null for mean/max/min/std).
+/// An aggregate feature as a row-level mask (in `rows`, by name: the rows matching its filters and
+/// window), the value it aggregates on those rows and how. Aggregations skip the rows outside
+/// the mask as they skip nulls: 0 for counts and sums of no matching row, null for
+/// mean/max/min/std.
 fn aggregate_input(
     f: &Feature,
     t: &Table,
     schema: &Schema,
     rows: &mut RowColumns,
-) -> Result<(String, Kernel), FeatureError> {
+) -> Result<AggregateInput, FeatureError> {
     let Definition::Aggregate {
         column,
         agg,
@@ -1112,8 +1118,7 @@ fn aggregate_input(
         .into_iter()
         .reduce(|a, b| a.and(b))
         .ok_or_else(|| data_err(name, "no mask"))?;
-    let mask_name = rows.column_name(RowColumns::MASK, mask);
-    let mask = col(mask_name.as_str());
+    let mask = rows.column_name(RowColumns::MASK, mask);
     let value = || -> Result<Expr, FeatureError> {
         let c = column
             .as_deref()
@@ -1126,39 +1131,57 @@ fn aggregate_input(
         }
         Ok(col(c))
     };
-    let masked =
-        |v: Expr, dtype: DataType| when(mask.clone()).then(v).otherwise(lit(NULL).cast(dtype));
-    let f64_value = || -> Result<Expr, FeatureError> {
-        Ok(masked(value()?.cast(DataType::Float64), DataType::Float64))
+    let (value, kernel) = match agg {
+        // The boolean mask itself: the count of its true rows (a bit per row, not 4-8 bytes).
+        Agg::Count => (None, Kernel::Count),
+        Agg::Sum => (Some(value()?.cast(DataType::Float64)), Kernel::Sum),
+        Agg::Mean => (Some(value()?.cast(DataType::Float64)), Kernel::Mean),
+        Agg::Max => (Some(value()?.cast(DataType::Float64)), Kernel::Max),
+        Agg::Min => (Some(value()?.cast(DataType::Float64)), Kernel::Min),
+        Agg::Std => (Some(value()?.cast(DataType::Float64)), Kernel::Std),
+        Agg::NUnique => (Some(value()?), Kernel::NUnique),
+        Agg::DaysSinceFirst => (Some(col(AGE)), Kernel::Max),
+        Agg::DaysSinceLast => (Some(col(AGE)), Kernel::Min),
     };
-    let row = match agg {
-        // The boolean mask itself: its group sum is the count (a bit per row, not 4-8 bytes).
-        Agg::Count => mask_name.clone(),
-        Agg::Sum | Agg::Mean | Agg::Max | Agg::Min | Agg::Std => {
-            rows.column_name(RowColumns::VALUE, f64_value()?)
-        }
-        Agg::NUnique => {
-            let v = value()?;
-            let dtype = schema
-                .get(column.as_deref().unwrap_or_default())
-                .cloned()
-                .unwrap_or(DataType::Null);
-            rows.column_name(RowColumns::VALUE, masked(v, dtype))
-        }
-        Agg::DaysSinceLast | Agg::DaysSinceFirst => {
-            rows.column_name(RowColumns::VALUE, masked(col(AGE), DataType::Float64))
-        }
+    let value_type = match kernel {
+        Kernel::NUnique => schema
+            .get(column.as_deref().unwrap_or_default())
+            .cloned()
+            .unwrap_or(DataType::Null),
+        _ => DataType::Float64,
     };
-    let kernel = match agg {
-        Agg::Count => Kernel::Count,
-        Agg::Sum => Kernel::Sum,
-        Agg::Mean => Kernel::Mean,
-        Agg::Max | Agg::DaysSinceFirst => Kernel::Max,
-        Agg::Min | Agg::DaysSinceLast => Kernel::Min,
-        Agg::Std => Kernel::Std,
-        Agg::NUnique => Kernel::NUnique,
-    };
-    Ok((row, kernel))
+    Ok(AggregateInput {
+        kernel,
+        mask,
+        value,
+        value_type,
+    })
+}
+
+/// What [`aggregate_input`] makes of an aggregate feature.
+struct AggregateInput {
+    kernel: Kernel,
+    /// The row column (by name) of the rows the feature reads: its filters, window, as-of.
+    mask: String,
+    /// The value aggregated on those rows; none for a count (the mask's true rows).
+    value: Option<Expr>,
+    value_type: DataType,
+}
+
+impl AggregateInput {
+    /// The row column polars' group-by aggregates: the value where the mask holds, null elsewhere
+    /// (for a count, the mask). Why not `value.filter(mask).sum()` inside the group-by: polars
+    /// evaluates a filter in a group context group by group (an index list per group), which
+    /// made the population run 2-3x slower.
+    fn masked_column(&self, rows: &mut RowColumns) -> String {
+        let Some(value) = &self.value else {
+            return self.mask.clone();
+        };
+        let masked = when(col(self.mask.as_str()))
+            .then(value.clone())
+            .otherwise(lit(NULL).cast(self.value_type.clone()));
+        rows.column_name(RowColumns::VALUE, masked)
+    }
 }
 
 /// `kernel` as a polars group aggregation: what [`aggregate_grouped`] computes on rows grouped
@@ -1182,8 +1205,10 @@ pub(super) fn polars_aggregation(row: Expr, kernel: Kernel) -> Expr {
 fn aggregate_grouped_plan(rows: LazyFrame, key: &str, aggregations: Vec<Aggregation>) -> LazyFrame {
     let mut inputs = vec![PlSmallStr::from(key)];
     for a in &aggregations {
-        if !inputs.contains(&a.input) {
-            inputs.push(a.input.clone());
+        for column in std::iter::once(&a.input).chain(&a.mask) {
+            if !inputs.contains(column) {
+                inputs.push(column.clone());
+            }
         }
     }
     let mut output = Schema::default();
@@ -1422,8 +1447,9 @@ mod tests {
         ]);
         let mut rows = RowColumns::default();
         let mut add = |name: &str| {
-            let _input =
+            let input =
                 aggregate_input(spec.feature(name).unwrap(), t, &schema, &mut rows).unwrap();
+            input.masked_column(&mut rows);
             rows.layers.iter().map(Vec::len).collect::<Vec<_>>()
         };
         // Conditions: every row, kind in [loan_repayment, utility_bill], the 365-day window.

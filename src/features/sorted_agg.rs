@@ -51,10 +51,12 @@ impl Kernel {
     }
 }
 
-/// One output column: `kernel` over the row column `input`, named `output`.
+/// One output column: `kernel` over the row column `input` on the rows where the boolean column
+/// `mask` is true (all rows without one), named `output`.
 #[derive(Clone, Debug)]
 pub(super) struct Aggregation {
     pub input: PlSmallStr,
+    pub mask: Option<PlSmallStr>,
     pub kernel: Kernel,
     pub output: PlSmallStr,
 }
@@ -111,7 +113,10 @@ fn key_runs(keys: &StringChunked) -> PolarsResult<Vec<[IdxSize; 2]>> {
 }
 
 fn aggregate(df: &DataFrame, a: &Aggregation, runs: &[[IdxSize; 2]]) -> PolarsResult<Column> {
-    let s = df.column(&a.input)?.as_materialized_series().rechunk();
+    let mut s = df.column(&a.input)?.as_materialized_series().rechunk();
+    if let Some(mask) = &a.mask {
+        s = masked(&s, df.column(mask)?.as_materialized_series())?;
+    }
     let name = a.output.clone();
     let out = match a.kernel {
         Kernel::Count => {
@@ -283,6 +288,32 @@ fn n_unique_per_run(s: &Series, runs: &[[IdxSize; 2]]) -> PolarsResult<IdxCa> {
     Ok(IdxCa::from_vec(PlSmallStr::EMPTY, counts))
 }
 
+/// `values` null wherever `mask` is not true: what `when(mask).then(values).otherwise(null)`
+/// holds, without copying the values (only the validity is new). Why: a table's masked columns
+/// were most of a chunk's memory (one f64 column per distinct value and mask), and every fresh
+/// page costs the kernel a zeroing.
+fn masked(values: &Series, mask: &Series) -> PolarsResult<Series> {
+    let mask = mask.rechunk();
+    let mask = one_bool_array(&mask)?;
+    let keep = match mask.validity() {
+        Some(valid) => mask.values() & valid,
+        None => mask.values().clone(),
+    };
+    let chunk = values
+        .chunks()
+        .first()
+        .filter(|_| values.chunks().len() == 1)
+        .ok_or_else(
+            || polars_err!(ComputeError: "column '{}' is not in one piece", values.name()),
+        )?;
+    let validity = match chunk.validity() {
+        Some(valid) => &keep & valid,
+        None => keep,
+    };
+    let chunk = chunk.with_validity(Some(validity));
+    Series::try_from((values.name().clone(), chunk))
+}
+
 fn one_bool_array(s: &Series) -> PolarsResult<&BooleanArray> {
     let ca = s.bool()?;
     single_chunk(ca.downcast_iter().next(), ca.chunks().len(), s.name())
@@ -308,15 +339,22 @@ mod tests {
     use super::super::pipeline::polars_aggregation;
     use super::*;
 
-    const KERNELS: [(&str, Kernel); 8] = [
-        ("mask", Kernel::Count),
-        ("x", Kernel::Sum),
-        ("x", Kernel::Mean),
-        ("x", Kernel::Max),
-        ("x", Kernel::Min),
-        ("x", Kernel::Std),
-        ("s", Kernel::NUnique),
-        ("mask", Kernel::Any),
+    /// Each kernel on a column, under a mask or not.
+    const KERNELS: [(&str, Option<&str>, Kernel); 14] = [
+        ("mask", None, Kernel::Count),
+        ("x", None, Kernel::Sum),
+        ("x", Some("mask"), Kernel::Sum),
+        ("x", None, Kernel::Mean),
+        ("x", Some("mask"), Kernel::Mean),
+        ("x", None, Kernel::Max),
+        ("x", Some("mask"), Kernel::Max),
+        ("x", None, Kernel::Min),
+        ("x", Some("mask"), Kernel::Min),
+        ("x", None, Kernel::Std),
+        ("x", Some("mask"), Kernel::Std),
+        ("s", None, Kernel::NUnique),
+        ("s", Some("mask"), Kernel::NUnique),
+        ("mask", None, Kernel::Any),
     ];
 
     /// Rows grouped by key (runs of 1 to 300 rows, across the 128-row pairwise block; with
@@ -356,8 +394,9 @@ mod tests {
         KERNELS
             .iter()
             .enumerate()
-            .map(|(i, &(input, kernel))| Aggregation {
+            .map(|(i, &(input, mask, kernel))| Aggregation {
                 input: input.into(),
+                mask: mask.map(PlSmallStr::from),
                 kernel,
                 output: format!("a{i}").into(),
             })
@@ -396,14 +435,28 @@ mod tests {
             let mut k = flagged.column("k").unwrap().clone();
             k.set_sorted_flag(polars::series::IsSorted::Ascending);
             flagged.replace("k", k).unwrap();
+            // The masked columns as the pipeline makes them for polars' group-by: in a
+            // `with_columns` before it, one per aggregation.
+            let masked: Vec<Expr> = aggregations()
+                .iter()
+                .map(|a| {
+                    let value = col(a.input.clone());
+                    match &a.mask {
+                        Some(m) => when(col(m.clone())).then(value).otherwise(lit(NULL)),
+                        None => value,
+                    }
+                    .alias(format!("row_{}", a.output))
+                })
+                .collect();
             let polars = flagged
                 .lazy()
+                .with_columns(masked)
                 .group_by([col("k")])
                 .agg(
                     aggregations()
                         .iter()
                         .map(|a| {
-                            polars_aggregation(col(a.input.clone()), a.kernel)
+                            polars_aggregation(col(format!("row_{}", a.output)), a.kernel)
                                 .alias(a.output.clone())
                         })
                         .collect::<Vec<_>>(),
@@ -443,6 +496,7 @@ mod tests {
         let rows = df!("k" => ["a", "b", "a"], "x" => [1.0, 2.0, 3.0]).unwrap();
         let sum = [Aggregation {
             input: "x".into(),
+            mask: None,
             kernel: Kernel::Sum,
             output: "sum".into(),
         }];
@@ -458,6 +512,6 @@ mod tests {
         let types: Vec<DataType> = out.dtypes();
         assert_eq!(types[1], IDX_DTYPE);
         assert_eq!(types[2], DataType::Float64);
-        assert_eq!(types[8], DataType::Boolean);
+        assert_eq!(types[14], DataType::Boolean);
     }
 }
