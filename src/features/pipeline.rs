@@ -765,10 +765,10 @@ impl Pipeline {
         };
         // Edge tables (no key column) are seen from both ends by `edge_frame` instead.
         // Each user's rows together, in their original order (a stable sort; free when the key
-        // is flagged sorted, see `mark_if_sorted`). Polars then groups by slices of rows rather
-        // than by hashing every key, several times faster on large tables. It also makes every
+        // is flagged sorted, see `mark_if_sorted`). The aggregates need it: `sorted_agg` reads
+        // each user's run of rows (and refuses rows not grouped by the key). It also makes every
         // path — one user online, a chunk of a batch, the whole population — aggregate the same
-        // slices the same way, so a float sum is bit for bit the same on all of them.
+        // runs the same way, so a float sum is bit for bit the same on all of them.
         let key = self.spec.key.as_str();
         let mut lf = if t.edges.is_none() {
             lf.sort(
