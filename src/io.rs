@@ -74,49 +74,86 @@ pub fn write_parquet_atomic(df: &mut DataFrame, path: &Path) -> anyhow::Result<(
     result
 }
 
-/// Asks the kernel to read whole input files into the page cache, on a background thread
-/// (`posix_fadvise(WILLNEED)`; Linux only, nothing elsewhere), for a job about to read all of
-/// them. The chunked batch reads each table a piece at a time, and when the files are not cached
-/// those reads are small and wait on the disk one after another. Files fall out of the cache
-/// under memory pressure, and on hosts running DAMON pageout (this project's VM) after about a
-/// minute unread: right after the pandas baseline's five minutes, `sesame batch` took 48 s
+/// Reads whole input files into the page cache on a background thread, for a job about to read
+/// all of them. The chunked batch reads each table a piece at a time, and when the files are not
+/// cached those reads are small and wait on the disk one after another. Files fall out of the
+/// cache under memory pressure, and on hosts running DAMON pageout (this project's VM) after about
+/// a minute unread: right after the pandas baseline's five minutes, `sesame batch` took 48 s
 /// instead of 29 s with the same CPU time (docs/batch.md, stops 27 and 28). Skipped when the
 /// files would fill more than a quarter of the machine's memory: they would push each other out.
+///
+/// Plain sequential reads, not `posix_fadvise(WILLNEED)`: Linux caps that advice at one
+/// read-ahead window per call (`force_page_cache_ra`: 8 MB on this VM), so stops 27-32 prefetched
+/// only the first 8 MB of each file (seen with `fincore`, stop 33). The files are read in step,
+/// the same fraction of each per round, because every chunk of users needs the matching part of
+/// every table (they are sorted by user).
 pub fn prefetch_files(paths: Vec<PathBuf>) {
-    #[cfg(target_os = "linux")]
+    let files: Vec<(File, u64)> = paths
+        .iter()
+        .filter_map(|p| {
+            let file = File::open(p).ok()?;
+            let len = file.metadata().ok()?.len();
+            Some((file, len))
+        })
+        .collect();
+    let bytes: u64 = files.iter().map(|(_, len)| len).sum();
+    if bytes == 0 || bytes > physical_memory().unwrap_or(0) / 4 {
+        return;
+    }
+    // Advice only: a read error stops the prefetch of that file, and the reader that needs the
+    // file reports it.
+    let _ = std::thread::Builder::new()
+        .name("prefetch".into())
+        .spawn(move || read_in_step(files, |_, _| {}));
+}
+
+/// Reads `files` to their ends in rounds of at most 8 MB of the largest one; after each round,
+/// `progress(file, bytes read so far)` for every file.
+fn read_in_step(mut files: Vec<(File, u64)>, mut progress: impl FnMut(usize, u64)) {
+    use std::io::Read;
+    const WINDOW: u64 = 8 << 20;
+    let rounds = files
+        .iter()
+        .map(|(_, len)| len.div_ceil(WINDOW))
+        .max()
+        .unwrap_or(0);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut done = vec![0u64; files.len()];
+    for round in 1..=rounds {
+        for ((file, len), done) in files.iter_mut().zip(done.iter_mut()) {
+            let until = *len * round / rounds;
+            while *done < until {
+                let want = (until - *done).min(buffer.len() as u64) as usize;
+                match file.read(&mut buffer[..want]) {
+                    Ok(0) | Err(_) => {
+                        *done = *len;
+                        break;
+                    }
+                    Ok(n) => *done += n as u64,
+                }
+            }
+        }
+        for (index, done) in done.iter().enumerate() {
+            progress(index, *done);
+        }
+    }
+}
+
+/// The machine's physical memory in bytes, when the platform says (Linux and other Unixes).
+fn physical_memory() -> Option<u64> {
+    #[cfg(unix)]
     {
-        use std::os::fd::AsRawFd;
-        let bytes: u64 = paths
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
-        // SAFETY: sysconf has no preconditions; a failure returns -1, which fails the check below.
+        // SAFETY: sysconf has no preconditions; a failure returns -1, refused below.
         let (pages, page_size) = unsafe {
             (
                 libc::sysconf(libc::_SC_PHYS_PAGES),
                 libc::sysconf(libc::_SC_PAGESIZE),
             )
         };
-        if pages <= 0 || page_size <= 0 || bytes > (pages as u64 * page_size as u64) / 4 {
-            return;
-        }
-        // Advice only: a file that cannot be opened is reported by the reader that needs it.
-        let _ = std::thread::Builder::new()
-            .name("prefetch".into())
-            .spawn(move || {
-                for path in paths {
-                    if let Ok(file) = File::open(&path) {
-                        // SAFETY: the descriptor is open for the duration of the call.
-                        unsafe {
-                            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED)
-                        };
-                    }
-                }
-            });
+        (pages > 0 && page_size > 0).then(|| pages as u64 * page_size as u64)
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = paths;
+    #[cfg(not(unix))]
+    None
 }
 
 /// Reads a whole Parquet file.
@@ -158,5 +195,37 @@ mod tests {
         assert!(!dead.exists(), "a killed run's temporary is removed");
         assert!(live.exists(), "a running process's temporary is kept");
         assert!(other.exists(), "another output's temporary is not touched");
+    }
+
+    #[test]
+    fn prefetch_reads_every_byte_of_every_file_in_step() {
+        // posix_fadvise(WILLNEED) stopped at 8 MB per file: a file several windows long must be
+        // read to its end, and the small ones keep pace with it rather than waiting for it.
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [0u64, 1, (3 << 20) + 7, (27 << 20) + 3];
+        let files: Vec<(File, u64)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let path = dir.path().join(format!("t{i}.parquet"));
+                std::fs::write(&path, vec![i as u8; len as usize]).unwrap();
+                (File::open(&path).unwrap(), len)
+            })
+            .collect();
+        let mut seen = Vec::new();
+        read_in_step(files, |file, done| seen.push((file, done)));
+        let rounds = seen.len() / sizes.len();
+        assert_eq!(rounds, 4, "27 MB in windows of 8 MB");
+        for (i, &(file, done)) in seen.iter().enumerate() {
+            let round = (i / sizes.len() + 1) as u64;
+            assert_eq!(file, i % sizes.len());
+            assert_eq!(
+                done,
+                sizes[file] * round / rounds as u64,
+                "file {file} after round {round}"
+            );
+        }
+        let last = &seen[seen.len() - sizes.len()..];
+        assert!(last.iter().all(|&(file, done)| done == sizes[file]));
     }
 }
