@@ -5,6 +5,7 @@
 # times. docs/batch.md has the results and why the order and the rest matter here.
 #
 #   scripts/bench-1m.sh [--users 1000000] [--data DIR] [--runs 3] [--rest 120] [--no-pandas] [--warm]
+#                       [--profile release|dist]
 #
 # - The population is generated into DIR (default /tmp/sesame-g<users>) when DIR does not exist
 #   (1M users: ~1 GB of Parquet, ~35 s).
@@ -18,12 +19,15 @@
 #   prefetches its tables (src/io.rs, `prefetch_files`), so its first run after pandas is timed
 #   as it comes; `--warm` reads the inputs and the program into the cache before each timed run
 #   of both tools, to take the host's disk out of the comparison (and prints how long it took).
+# - --profile picks the build to time: `release` (default, what `cargo run --release` runs) or
+#   `dist` (Cargo.toml: the deployment build with whole-program LTO; `cargo build --profile dist`,
+#   ~20 min cold on 2 cores).
 # - Ratios use pandas' time without its import and model fit (it fits a scorecard; `sesame batch`
 #   loads a trained one), as its own summary line reports it, and its whole wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-users=1000000 data="" runs=3 rest=120 pandas=1 warm=0
+users=1000000 data="" runs=3 rest=120 pandas=1 warm=0 profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --users) users=$2; shift 2 ;;
@@ -32,12 +36,13 @@ while [ $# -gt 0 ]; do
     --rest) rest=$2; shift 2 ;;
     --no-pandas) pandas=0; shift ;;
     --warm) warm=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --profile) profile=$2; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-bin="${CARGO_TARGET_DIR:-target}/release/sesame"
-[ -x "$bin" ] || { echo "no binary at $bin (cargo build --release)" >&2; exit 2; }
+bin="${CARGO_TARGET_DIR:-target}/$profile/sesame"
+[ -x "$bin" ] || { echo "no binary at $bin (cargo build --profile $profile)" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (Debian package 'time')" >&2; exit 2; }
 data=${data:-/tmp/sesame-g$users}
 out=$(mktemp -d)
