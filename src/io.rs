@@ -75,12 +75,12 @@ pub fn write_parquet_atomic(df: &mut DataFrame, path: &Path) -> anyhow::Result<(
 }
 
 /// Reads whole input files into the page cache on a background thread, for a job about to read
-/// all of them. The chunked batch reads each table a piece at a time, and when the files are not
-/// cached those reads are small and wait on the disk one after another. Files fall out of the
-/// cache under memory pressure, and on hosts running DAMON pageout (this project's VM) after about
-/// a minute unread: right after the pandas baseline's five minutes, `sesame batch` took 48 s
-/// instead of 29 s with the same CPU time (docs/batch.md, stops 27 and 28). Skipped when the
-/// files would fill more than a quarter of the machine's memory: they would push each other out.
+/// all of them. Files fall out of the cache under memory pressure, and on hosts running DAMON
+/// pageout (this project's VM) after about a minute unread, so a run after a pause starts cold;
+/// streaming the files beside chunk 0's compute took a cold 1M batch from 19.7-20.4 s to
+/// 18.2-18.5 s (docs/batch.md, stop 33). With the files already cached the reads are copies
+/// from memory, ~0.2 CPU-s for the 1M population's 915 MB. Skipped when the files would fill
+/// more than a quarter of the machine's memory: they would push each other out.
 ///
 /// Plain sequential reads, not `posix_fadvise(WILLNEED)`: Linux caps that advice at one
 /// read-ahead window per call (`force_page_cache_ra`: 8 MB on this VM), so stops 27-32 prefetched
