@@ -26,6 +26,7 @@ fn args(out: PathBuf) -> EvaluateArgs {
         compare: None,
         fail_below: None,
         out,
+        chunk_users: sesame::features::chunked::DEFAULT_CHUNK_USERS,
     }
 }
 
@@ -133,6 +134,39 @@ fn held_out_rows_reproduce_the_recorded_metrics_and_write_the_report() {
     }
     assert!(!html.contains("http://") && !html.contains("https://"));
     assert!(!html.contains("<script"));
+}
+
+/// Training and evaluation compute their features with the population run `sesame batch` uses
+/// (`--chunk-users`); in chunks the rows, and so every number of the report, are those of one run.
+#[test]
+fn features_computed_in_chunks_give_the_same_report_as_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report_with = |chunk_users: usize| {
+        let out = tmp.path().join(format!("report-{chunk_users}"));
+        let mut a = args(out.clone());
+        a.chunk_users = chunk_users;
+        run_evaluate(&a).expect("evaluate models/default on datasets/demo");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap();
+        json
+    };
+    let one_run = report_with(0);
+    // 20,000 demo users: seven own-rows chunks (the last one short), then graph chunks.
+    let chunked = report_with(3_000);
+    let recorded = Scorecard::load(&root().join("models/default"))
+        .unwrap()
+        .metrics
+        .test
+        .expect("models/default records test metrics");
+    assert_eq!(
+        chunked["auc"].as_f64().map(f64::to_bits),
+        Some(recorded.auc.to_bits())
+    );
+    assert_eq!(
+        chunked["ks"].as_f64().map(f64::to_bits),
+        Some(recorded.ks.to_bits())
+    );
+    assert_eq!(one_run, chunked);
 }
 
 #[test]

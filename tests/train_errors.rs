@@ -18,6 +18,7 @@ fn args(data: &Path, target: &str, out: &Path) -> TrainArgs {
         as_of: None,
         labels: None,
         model_version: None,
+        chunk_users: sesame::features::chunked::DEFAULT_CHUNK_USERS,
     }
 }
 

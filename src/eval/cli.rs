@@ -72,6 +72,10 @@ pub struct EvaluateArgs {
     /// Output directory (report.json, report.html); replaced atomically.
     #[arg(long)]
     pub out: PathBuf,
+    /// Raw tables: compute the features this many users at a time, as `sesame batch` does, which
+    /// bounds the pipeline's memory; the report is identical. 0: the whole population at once.
+    #[arg(long, default_value_t = crate::features::chunked::DEFAULT_CHUNK_USERS)]
+    pub chunk_users: usize,
 }
 
 /// Evaluate, write the report directory, then enforce `--fail-below`.
@@ -151,6 +155,7 @@ fn load(args: &EvaluateArgs, dir: &Path) -> anyhow::Result<(Scorecard, Dataset)>
             &labels,
             &target,
             args.bad_value.as_deref(),
+            args.chunk_users,
         )
         .with_context(|| format!("--data {}", args.data.display()))?;
         let ds = split(args, ds, &joined)?;

@@ -56,6 +56,11 @@ pub struct TrainArgs {
     /// Model version recorded in the artifact.
     #[arg(long)]
     pub model_version: Option<String>,
+    /// Pipeline mode: compute the features this many users at a time, as `sesame batch` does,
+    /// which bounds the pipeline's memory; the features, and so the model, are identical.
+    /// 0: the whole population at once.
+    #[arg(long, default_value_t = crate::features::chunked::DEFAULT_CHUNK_USERS)]
+    pub chunk_users: usize,
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
@@ -133,6 +138,7 @@ fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
         &labels_path,
         &target,
         args.bad_value.as_deref(),
+        args.chunk_users,
     )?;
     let keys: Vec<i64> = match &args.split_key {
         Some(k) => integer_column(&joined, k)?,
@@ -177,6 +183,9 @@ fn run_train_pipeline(args: TrainArgs) -> anyhow::Result<()> {
 /// (`target` of `labels_path`, 1/true = bad unless `bad_value`) joined by key, in the feature
 /// table's row order. Returns the dataset (with target) and the joined frame (for a split key).
 /// Training and `sesame evaluate` share this so that both see the same rows in the same order.
+/// The features come from the population run `sesame batch` uses, `chunk_users` users at a time
+/// (0: one run), so a population too large for one run in memory can still be trained on; the
+/// result does not depend on `chunk_users`.
 pub fn pipeline_dataset(
     pipeline: &crate::features::Pipeline,
     data: &Path,
@@ -184,14 +193,14 @@ pub fn pipeline_dataset(
     labels_path: &Path,
     target: &str,
     bad_value: Option<&str>,
+    chunk_users: usize,
 ) -> anyhow::Result<(crate::domain::Dataset, polars::prelude::DataFrame)> {
     use crate::features::{to_dataset, Tables};
     use polars::prelude::*;
 
     let tables = Tables::open_dir(&pipeline.spec, data)?;
-    let features = pipeline
-        .compute(&tables, as_of)
-        .context("computing features")?;
+    let features =
+        crate::features::cli::compute_with_progress(pipeline, &tables, as_of, chunk_users, false)?;
     let key = pipeline.spec.key.clone();
     let labels = read_table(labels_path)?;
     let labels = labels

@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 
 use crate::domain::{Dataset, FeatureValue};
+use crate::features::chunked::DEFAULT_CHUNK_USERS;
 use crate::features::{to_dataset, FeatureError, Pipeline, Tables};
 
 use super::types::{ApplicantData, ScoringError};
@@ -20,14 +21,16 @@ pub struct FeatureStore {
 }
 
 impl FeatureStore {
-    /// Runs the batch pipeline over `data_dir` and keeps one row per user.
+    /// Runs the batch pipeline over `data_dir` (the population run `sesame batch` uses, in
+    /// chunks of users, so a large store does not need one run's memory on top of its tables) and
+    /// keeps one row per user.
     pub fn build(
         pipeline: &Pipeline,
         data_dir: &Path,
         as_of: NaiveDate,
     ) -> Result<FeatureStore, FeatureError> {
         let raw = Tables::open_dir(&pipeline.spec, data_dir)?.collect_all()?;
-        let df = pipeline.compute(&raw, as_of)?;
+        let df = pipeline.compute_chunked(&raw, as_of, DEFAULT_CHUNK_USERS, |_, _| {})?;
         let ds = to_dataset(&df, &pipeline.spec)?;
         Ok(FeatureStore {
             pipeline_hash: pipeline.hash().to_string(),
