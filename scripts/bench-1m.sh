@@ -19,6 +19,8 @@
 #   prefetches its tables (src/io.rs, `prefetch_files`), so its first run after pandas is timed
 #   as it comes; `--warm` reads the inputs and the program into the cache before each timed run
 #   of both tools, to take the host's disk out of the comparison (and prints how long it took).
+# - Each timed run's row says what the disk gave: `disk MB/s`, a 32 MB O_DIRECT read just before
+#   and just after the run (disk_probe), and `ms/read`, the device's mean time per read during it.
 # - --profile picks the build to time: `release` (default, what `cargo run --release` runs) or
 #   `dist` (Cargo.toml: the deployment build with whole-program LTO; `cargo build --profile dist`,
 #   ~20 min cold on 2 cores).
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     --no-pandas) pandas=0; shift ;;
     --warm) warm=1; shift ;;
     --profile) profile=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -100,19 +102,51 @@ warm_cache() {
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "(page cache warmed in %.1f s)\n", b - a }'
 }
 
+# What the disk gives right now, measured outside either tool: MB/s of one 32 MB read with O_DIRECT
+# (past the page cache, so it warms nothing) at a random offset of the largest input. Taken before
+# and after each timed run, so a run that waited on a slow disk can be told from a run that was
+# slow by itself (docs/batch.md, stop 34). "-" when the read fails (a file system without O_DIRECT).
+disk_probe() {
+  local f size skip t0 t1
+  f=$(ls -S "$data"/*.parquet | head -1)
+  size=$(($(stat -c %s "$f") / 1048576))
+  [ "$size" -gt 64 ] || { echo -; return; }
+  skip=$(( (RANDOM * 32768 + RANDOM) % (size - 32) ))
+  t0=$(date +%s.%N)
+  dd if="$f" of=/dev/null bs=1M count=32 skip="$skip" iflag=direct status=none 2>/dev/null || { echo -; return; }
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 32 / (b - a) }'
+}
+
+# The block device under the inputs, for its counters in /proc/diskstats (Linux; empty elsewhere).
+disk_dev=$(basename "$(df --output=source "$data" 2>/dev/null | tail -1)" 2>/dev/null || true)
+# "reads ms_reading" of that device so far: the reads it completed and the milliseconds they took,
+# summed over reads in flight together (so queueing counts).
+disk_counters() {
+  awk -v d="$disk_dev" '$3 == d { print $4, $7; found = 1 } END { if (!found) print "0 0" }' /proc/diskstats 2>/dev/null || echo "0 0"
+}
+# Milliseconds per read the device completed between two readings: a slow device (on a VM, a slow
+# host) shows here whatever the run asked of it; "-" when no read completed.
+read_latency() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); n = y[1] - x[1];
+    if (n > 0) printf "%.1f", (y[2] - x[2]) / n; else printf "-" }'
+}
+
 table="$out/table"
 : > "$table"
 pandas_wall="" pandas_net=""
 if [ "$pandas" = 1 ]; then
   echo "== pandas + optbinning (scripts/batch_pandas_baseline.py)"
   warm_cache scripts/batch_pandas_baseline.py
-  before=$(cpu_ticks)
+  disk_before=$(disk_probe)
+  before=$(cpu_ticks) disk_before_counts=$(disk_counters)
   /usr/bin/time -v python3 scripts/batch_pandas_baseline.py --data "$data" --out "$out/pandas.parquet" \
     > "$out/pandas.out" 2> "$out/pandas.time" || { tail -20 "$out/pandas.time" >&2; exit 1; }
   read -r w u s m r <<< "$(times_of "$out/pandas.time")"
   pandas_wall=$w
   pandas_net=$(grep -oE 'without import\+fit [0-9.]+' "$out/pandas.out" | grep -oE '[0-9.]+$' || echo "$w")
-  echo "pandas $w $u $s $m $r $(cpu_pcts "$before" "$(cpu_ticks)")" >> "$table"
+  pcts="$(cpu_pcts "$before" "$(cpu_ticks)") $(read_latency "$disk_before_counts" "$(disk_counters)")"
+  echo "pandas $w $u $s $m $r $pcts $disk_before $(disk_probe)" >> "$table"
   tail -1 "$out/pandas.out"
   echo "== resting $rest s"
   sleep "$rest"
@@ -121,11 +155,13 @@ fi
 for i in $(seq 1 "$runs"); do
   echo "== sesame batch, run $i"
   warm_cache "$bin" models/default/*
-  before=$(cpu_ticks)
+  disk_before=$(disk_probe)
+  before=$(cpu_ticks) disk_before_counts=$(disk_counters)
   /usr/bin/time -v "$bin" batch --model models/default --data "$data" --out "$out/sesame.parquet" \
     --scenario cash_loan > "$out/sesame.out" 2> "$out/sesame.time" || { tail -20 "$out/sesame.time" >&2; exit 1; }
   read -r w u s m r <<< "$(times_of "$out/sesame.time")"
-  echo "sesame$i $w $u $s $m $r $(cpu_pcts "$before" "$(cpu_ticks)")" >> "$table"
+  pcts="$(cpu_pcts "$before" "$(cpu_ticks)") $(read_latency "$disk_before_counts" "$(disk_counters)")"
+  echo "sesame$i $w $u $s $m $r $pcts $disk_before $(disk_probe)" >> "$table"
   head -1 "$out/sesame.out"
 done
 
@@ -134,13 +170,15 @@ echo
 # gave elsewhere during the run: a run the host starved shows here, not only in its ratio
 # (docs/batch.md, stop 30: such runs ran at 0.9-1.35 cores, the others at 1.5-1.8). A run that
 # waited on the disk shows in iowait % and disk MB (docs/batch.md, stop 31).
-printf '%-8s %9s %9s %9s %6s %7s %8s %7s %10s %s\n' run "wall s" "user s" "sys s" cores "steal %" "iowait %" "disk MB" "peak GB" "pandas / run"
-while read -r name w u s m r st io; do
+# disk MB/s: the probe before and after the run (disk_probe); ms/read: the device's mean time per
+# read during the run, every process's reads included (read_latency).
+printf '%-8s %9s %9s %9s %6s %7s %8s %7s %7s %11s %10s %s\n' run "wall s" "user s" "sys s" cores "steal %" "iowait %" "disk MB" "ms/read" "disk MB/s" "peak GB" "pandas / run"
+while read -r name w u s m r st io lat d0 d1; do
   ratio=""
   if [ -n "$pandas_wall" ] && [ "$name" != pandas ]; then
     ratio=$(awk -v a="$pandas_net" -v b="$pandas_wall" -v w="$w" 'BEGIN { printf "%.1fx (%.1fx whole)", a / w, b / w }')
   fi
   cores=$(awk -v w="$w" -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", (w > 0 ? (u + s) / w : 0) }')
-  printf '%-8s %9s %9s %9s %6s %7s %8s %7s %10.2f %s\n' "$name" "$w" "$u" "$s" "$cores" "$st" "$io" "$r" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
+  printf '%-8s %9s %9s %9s %6s %7s %8s %7s %7s %11s %10.2f %s\n' "$name" "$w" "$u" "$s" "$cores" "$st" "$io" "$r" "$lat" "$d0/$d1" "$(awk -v m="$m" 'BEGIN { print m / 1048576 }')" "$ratio"
 done < "$table"
 if [ -n "$pandas_net" ]; then echo "(pandas without import + fit: $pandas_net s)"; fi
