@@ -108,7 +108,9 @@ warm_cache() {
 # slow by itself (docs/batch.md, stop 34). "-" when the read fails (a file system without O_DIRECT).
 disk_probe() {
   local f size skip t0 t1
-  f=$(ls -S "$data"/*.parquet | head -1)
+  # no `| head` here: under pipefail a SIGPIPE to ls would end the script
+  f=$(ls -S "$data"/*.parquet)
+  f=${f%%$'\n'*}
   size=$(($(stat -c %s "$f") / 1048576))
   [ "$size" -gt 64 ] || { echo -; return; }
   skip=$(( (RANDOM * 32768 + RANDOM) % (size - 32) ))
