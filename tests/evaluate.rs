@@ -146,9 +146,10 @@ fn features_computed_in_chunks_give_the_same_report_as_one_run() {
         let mut a = args(out.clone());
         a.chunk_users = chunk_users;
         run_evaluate(&a).expect("evaluate models/default on datasets/demo");
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap();
-        json
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(out.join(REPORT_JSON)).unwrap(),
+        )
+        .unwrap()
     };
     let one_run = report_with(0);
     // 20,000 demo users: seven own-rows chunks (the last one short), then graph chunks.
